@@ -1,0 +1,122 @@
+//! The errors a caller acts on, each with the exit code of the command-line contract and a hint that names the fix.
+
+use std::path::PathBuf;
+
+/// Exit codes of the command-line contract (design section 2).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const TIMEOUT: i32 = 3;
+    pub const CHANGES: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Bad input: refused before anything is written, exit code 2.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InputError {
+    #[error("no profile given")]
+    MissingProfile { valid: Vec<String> },
+    #[error("unknown profile {name:?}")]
+    UnknownProfile { name: String, valid: Vec<String> },
+    #[error("cannot read {}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{}:{line}:{column}: invalid YAML: {reason}", file.display())]
+    Yaml {
+        file: PathBuf,
+        line: u64,
+        column: u64,
+        reason: String,
+    },
+    #[error("{origin}: {what} is not a mapping of values")]
+    NotAMapping { origin: String, what: String },
+    #[error("{origin}: unknown key {path:?}")]
+    UnknownKey {
+        origin: String,
+        path: String,
+        nearest: Option<String>,
+    },
+    #[error("{origin}: {path}: {reason}")]
+    WrongType {
+        origin: String,
+        path: String,
+        reason: String,
+    },
+    #[error("--set {arg:?} has no '='")]
+    SetSyntax { arg: String },
+    #[error("no host given")]
+    MissingHost,
+    #[error("host {host:?} is not a DNS name: {reason}")]
+    InvalidHost { host: String, reason: String },
+    #[error("{path} = {value}: {reason}")]
+    OutOfRange {
+        path: String,
+        value: String,
+        reason: String,
+        fix: String,
+    },
+}
+
+impl InputError {
+    /// The fix, in one clause, shown after the problem.
+    pub fn hint(&self) -> String {
+        match self {
+            InputError::MissingProfile { valid } | InputError::UnknownProfile { valid, .. } => format!(
+                "use --profile with one of: {} (or a path to your own profile file)",
+                valid.join(", ")
+            ),
+            InputError::Unreadable { .. } => "check the path and its permissions".into(),
+            InputError::Yaml { .. } => "fix the YAML at that line and column".into(),
+            InputError::NotAMapping { .. } => {
+                "a profile or values file is a YAML mapping such as `host: app.example.com`".into()
+            }
+            InputError::UnknownKey { nearest: Some(n), .. } => format!("did you mean {n:?}? (`gridos-setup profiles show nginx` lists every key)"),
+            InputError::UnknownKey { nearest: None, .. } => {
+                "`gridos-setup profiles show nginx` lists every key".into()
+            }
+            InputError::WrongType { .. } => {
+                "give a value of that type (`gridos-setup profiles show nginx` shows each key's default)".into()
+            }
+            InputError::SetSyntax { .. } => "write --set key.path=value, e.g. --set canary.threshold=3".into(),
+            InputError::MissingHost => "pass --host app.example.com (or set host in a --values file)".into(),
+            InputError::InvalidHost { .. } => {
+                "use a lower-case DNS name such as app.example.com (letters, digits, '-' and '.')".into()
+            }
+            InputError::OutOfRange { fix, .. } => fix.clone(),
+        }
+    }
+}
+
+/// Any failure of a command, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A bug in an embedded template: never the user's fault.
+    #[error("internal error rendering {template}: {reason}")]
+    Template { template: String, reason: String },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Input(_) => exit::USAGE,
+            Error::Template { .. } => exit::FAILED,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Input(e) => Some(e.hint()),
+            Error::Template { .. } => Some("please report this as a bug in gridos-setup".into()),
+        }
+    }
+
+    /// The one line printed for this error: the problem, then the fix.
+    pub fn one_line(&self) -> String {
+        match self.hint() {
+            Some(h) => format!("error: {self}; {h}"),
+            None => format!("error: {self}"),
+        }
+    }
+}

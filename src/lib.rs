@@ -1,0 +1,11 @@
+//! gridos-setup: bootstraps a Kubernetes cluster for progressive delivery (ingress-nginx, Flagger, Prometheus, the gridos Canary).
+//!
+//! Data flows one way: a validated request -> [`profile`] values -> [`render`]ed objects ->
+//! checks -> apply -> wait -> guidance. The binary's `cli` turns arguments into requests; this
+//! library never sees clap types.
+
+pub mod apply;
+pub mod cluster;
+pub mod error;
+pub mod profile;
+pub mod render;

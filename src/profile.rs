@@ -1,0 +1,826 @@
+//! Profiles and values: the embedded profiles, the user's own files and `--set`, merged and validated into one [`Values`].
+//!
+//! Everything a template may read lives here with its default, so a template can never see a
+//! missing value (templates render in strict mode) and unknown keys are refused with the nearest
+//! valid one named.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::error::InputError;
+
+/// Which Azure service sits in front of the ingress controller; decides the Service shape and the guidance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Front {
+    Nginx,
+    Appgw,
+    Frontdoor,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Values {
+    /// Profile name, shown in output.
+    pub name: String,
+    pub front: Front,
+    /// One line shown by `profiles` and the picker.
+    pub description: String,
+    /// The DNS name the app is served on; required before rendering.
+    pub host: String,
+    pub namespaces: Namespaces,
+    pub pod_security: PodSecurity,
+    /// Registry mirror (e.g. `myacr.azurecr.io`) that replaces every image's registry; empty keeps upstream's.
+    pub image_registry: String,
+    pub ingress_controller: IngressController,
+    pub flagger: Component,
+    pub prometheus: Prometheus,
+    pub loadtester: Component,
+    pub service_monitor: ServiceMonitor,
+    pub canary: Canary,
+    pub alerting: Alerting,
+    pub front_door: FrontDoor,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespaces {
+    pub ingress: String,
+    pub flagger: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSecurity {
+    /// `enforce` level of the app namespace (it holds the user's own workload); `warn`/`audit` are always restricted.
+    pub app_enforce: PodSecurityLevel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    pub requests: CpuMemory,
+    pub limits: CpuMemory,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CpuMemory {
+    pub cpu: String,
+    pub memory: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Component {
+    pub replicas: u32,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressController {
+    pub replicas: u32,
+    pub resources: Resources,
+    pub service: LoadBalancerService,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerService {
+    /// Azure internal load balancer (private IP from the VNet).
+    pub internal: bool,
+    /// `service.beta.kubernetes.io/azure-allowed-service-tags`, e.g. `AzureFrontDoor.Backend`.
+    pub allowed_service_tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Prometheus {
+    pub retention: String,
+    pub resources: Resources,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceMonitor {
+    /// `auto`: only when the cluster serves the group's ServiceMonitor kind (install time); `render` treats it as on.
+    pub enabled: Toggle,
+    /// `monitoring.coreos.com` (prometheus-operator) or `azmonitoring.coreos.com` (Azure Monitor managed Prometheus).
+    pub group: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Canary {
+    /// Flagger analysis interval, a Go duration such as `1m`.
+    pub interval: String,
+    /// Failed checks before Flagger rolls back.
+    pub threshold: u32,
+    /// Canary weights in percent, strictly increasing, each 1..=100.
+    pub step_weights: Vec<u32>,
+    /// Minimum request success rate in percent (0..=100).
+    pub success_rate_min: f64,
+    /// Maximum p99 request duration in milliseconds.
+    pub latency_p99_max_ms: u32,
+    /// Maximum error (5xx) rate in percent (0..=100).
+    pub error_rate_max: f64,
+    /// Port of the `gridos` Service Flagger generates, and the container port it targets.
+    pub port: u16,
+    pub target_port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertProviderKind {
+    None,
+    Msteams,
+    Slack,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Alerting {
+    pub provider: AlertProviderKind,
+    /// Secret in the app namespace whose `address` key holds the webhook URL.
+    pub secret_name: String,
+    /// Slack channel (Slack only).
+    pub channel: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontDoor {
+    /// Front Door Premium Private Link origin: internal LB plus a Private Link service.
+    pub private_link: bool,
+}
+
+fn resources(req_cpu: &str, req_mem: &str, lim_cpu: &str, lim_mem: &str) -> Resources {
+    Resources {
+        requests: CpuMemory {
+            cpu: req_cpu.into(),
+            memory: req_mem.into(),
+        },
+        limits: CpuMemory {
+            cpu: lim_cpu.into(),
+            memory: lim_mem.into(),
+        },
+    }
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values {
+            name: "custom".into(),
+            front: Front::Nginx,
+            description: String::new(),
+            host: String::new(),
+            namespaces: Namespaces {
+                ingress: "ingress-nginx".into(),
+                flagger: "flagger-system".into(),
+                app: "gridos".into(),
+            },
+            pod_security: PodSecurity {
+                app_enforce: PodSecurityLevel::Baseline,
+            },
+            image_registry: String::new(),
+            ingress_controller: IngressController {
+                replicas: 2,
+                resources: resources("100m", "90Mi", "1", "512Mi"),
+                service: LoadBalancerService {
+                    internal: false,
+                    allowed_service_tags: Vec::new(),
+                },
+            },
+            flagger: Component {
+                replicas: 1,
+                resources: resources("10m", "32Mi", "1", "512Mi"),
+            },
+            prometheus: Prometheus {
+                retention: "2h".into(),
+                resources: resources("100m", "256Mi", "1", "1Gi"),
+            },
+            loadtester: Component {
+                replicas: 1,
+                resources: resources("10m", "64Mi", "1", "512Mi"),
+            },
+            service_monitor: ServiceMonitor {
+                enabled: Toggle::Auto,
+                group: "monitoring.coreos.com".into(),
+            },
+            canary: Canary {
+                interval: "1m".into(),
+                threshold: 5,
+                step_weights: vec![10, 25, 50],
+                success_rate_min: 99.0,
+                latency_p99_max_ms: 500,
+                error_rate_max: 1.0,
+                port: 80,
+                target_port: 8080,
+            },
+            alerting: Alerting {
+                provider: AlertProviderKind::None,
+                secret_name: String::new(),
+                channel: String::new(),
+            },
+            front_door: FrontDoor {
+                private_link: false,
+            },
+        }
+    }
+}
+
+/// Where a profile comes from: one of the embedded ones or a file of the user's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl ProfileSource {
+    /// A name with a path separator or a YAML extension is a file, anything else an embedded profile.
+    pub fn parse(arg: &str) -> Self {
+        if arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml") {
+            ProfileSource::File(PathBuf::from(arg))
+        } else {
+            ProfileSource::Builtin(arg.to_string())
+        }
+    }
+}
+
+#[derive(rust_embed::RustEmbed)]
+#[folder = "profiles/"]
+#[include = "*.yaml"]
+struct Embedded;
+
+/// The embedded profiles, in the order people meet them: the plain one first.
+pub const BUILTIN: [&str; 3] = ["nginx", "appgw", "frontdoor"];
+
+/// What the user asked for, before it is merged: `--profile`, `--values` (in order), `--set` (in order), `--host`.
+#[derive(Clone, Debug, Default)]
+pub struct ValuesRequest {
+    pub profile: Option<ProfileSource>,
+    pub values_files: Vec<PathBuf>,
+    pub sets: Vec<String>,
+    pub host: Option<String>,
+}
+
+/// One layer of values and where it came from, for error messages.
+struct Layer {
+    origin: String,
+    data: Json,
+}
+
+fn builtin_text(name: &str) -> Option<String> {
+    let file = Embedded::get(&format!("{name}.yaml"))?;
+    String::from_utf8(file.data.into_owned()).ok()
+}
+
+fn parse_yaml(file: &Path, text: &str) -> Result<Json, InputError> {
+    let data: Json = serde_saphyr::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    match data {
+        Json::Object(_) => Ok(data),
+        // An empty file is an empty set of values, as for helm.
+        Json::Null => Ok(Json::Object(Default::default())),
+        _ => Err(InputError::NotAMapping {
+            origin: file.display().to_string(),
+            what: "the document".into(),
+        }),
+    }
+}
+
+fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> InputError {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    // The library's message carries its own location and a source snippet over several lines; the
+    // file:line:column prefix replaces them, so the error stays on one line.
+    let full = e.to_string();
+    let first = full
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let reason = match first.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+        _ => first.to_string(),
+    };
+    InputError::Yaml {
+        file: file.to_path_buf(),
+        line,
+        column,
+        reason,
+    }
+}
+
+fn load_profile(source: &ProfileSource) -> Result<Layer, InputError> {
+    match source {
+        ProfileSource::Builtin(name) => {
+            let text = BUILTIN
+                .contains(&name.as_str())
+                .then(|| builtin_text(name))
+                .flatten()
+                .ok_or_else(|| InputError::UnknownProfile {
+                    name: name.clone(),
+                    valid: BUILTIN.iter().map(|s| s.to_string()).collect(),
+                })?;
+            let path = PathBuf::from(format!("profiles/{name}.yaml"));
+            Ok(Layer {
+                origin: format!("profile {name}"),
+                data: parse_yaml(&path, &text)?,
+            })
+        }
+        ProfileSource::File(path) => Ok(Layer {
+            origin: path.display().to_string(),
+            data: read_yaml(path)?,
+        }),
+    }
+}
+
+fn read_yaml(path: &Path) -> Result<Json, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|e| InputError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.kind().to_string(),
+    })?;
+    parse_yaml(path, &text)
+}
+
+/// Looks a dotted path up in the defaults; `None` when it names no key.
+fn lookup<'a>(defaults: &'a Json, path: &str) -> Option<&'a Json> {
+    path.split('.')
+        .try_fold(defaults, |node, key| node.as_object()?.get(key))
+}
+
+fn set_layer(defaults: &Json, arg: &str) -> Result<Layer, InputError> {
+    let (path, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| InputError::SetSyntax { arg: arg.into() })?;
+    let origin = format!("--set {arg}");
+    let Some(target) = lookup(defaults, path) else {
+        return Err(unknown_key(defaults, &origin, path));
+    };
+    // A string key takes the text as it is (so --set host=123 stays a string); others parse as YAML.
+    let value = match target {
+        Json::String(_) => Json::String(raw.to_string()),
+        _ => serde_saphyr::from_str::<Json>(raw).map_err(|e| InputError::WrongType {
+            origin: origin.clone(),
+            path: path.into(),
+            reason: format!("{raw:?} is not a value: {e}"),
+        })?,
+    };
+    let data = path.rsplit('.').fold(value, |inner, key| {
+        let mut m = serde_json::Map::new();
+        m.insert(key.to_string(), inner);
+        Json::Object(m)
+    });
+    Ok(Layer { origin, data })
+}
+
+/// The nearest valid key among those the defaults have at the same level, for "did you mean".
+fn unknown_key(defaults: &Json, origin: &str, path: &str) -> InputError {
+    let (parent, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+    let siblings: Vec<String> = if parent.is_empty() {
+        Some(defaults)
+    } else {
+        lookup(defaults, parent)
+    }
+    .and_then(Json::as_object)
+    .map(|m| m.keys().cloned().collect())
+    .unwrap_or_default();
+    let nearest = siblings
+        .iter()
+        .map(|k| (distance(&k.to_lowercase(), &leaf.to_lowercase()), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min()
+        .map(|(_, k)| {
+            if parent.is_empty() {
+                k.clone()
+            } else {
+                format!("{parent}.{k}")
+            }
+        });
+    InputError::UnknownKey {
+        origin: origin.into(),
+        path: path.into(),
+        nearest,
+    }
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Checks that every key of `layer` exists in the defaults, naming the first that does not.
+fn check_keys(root: &Json, layer: &Json, origin: &str, prefix: &str) -> Result<(), InputError> {
+    let here = if prefix.is_empty() {
+        Some(root)
+    } else {
+        lookup(root, prefix)
+    };
+    let (Some(def), Some(obj)) = (here.and_then(Json::as_object), layer.as_object()) else {
+        return Ok(());
+    };
+    for (k, v) in obj {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match def.get(k) {
+            None => return Err(unknown_key(root, origin, &path)),
+            Some(Json::Object(_)) if !v.is_object() => {
+                return Err(InputError::WrongType {
+                    origin: origin.into(),
+                    path,
+                    reason: "expected a mapping of keys".into(),
+                });
+            }
+            Some(Json::Object(_)) => check_keys(root, v, origin, &path)?,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Mappings merge key by key; lists and scalars replace, as with helm's values.
+fn merge(base: &mut Json, over: Json) {
+    match (base, over) {
+        (Json::Object(b), Json::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn typed(merged: &Json, origin: &str) -> Result<Values, InputError> {
+    serde_path_to_error::deserialize(merged).map_err(|e| InputError::WrongType {
+        origin: origin.into(),
+        path: e.path().to_string(),
+        reason: e.into_inner().to_string(),
+    })
+}
+
+fn defaults_json() -> Json {
+    // Serialising plain structs of strings, numbers and lists cannot fail.
+    serde_json::to_value(Values::default()).unwrap_or(Json::Null)
+}
+
+/// Merges the layers over the defaults in order, checking keys and types layer by layer.
+fn merge_layers(defaults: &Json, layers: Vec<Layer>) -> Result<Values, InputError> {
+    let mut merged = defaults.clone();
+    let mut last = "defaults".to_string();
+    for layer in layers {
+        check_keys(defaults, &layer.data, &layer.origin, "")?;
+        merge(&mut merged, layer.data);
+        // Deserialising after each layer names the layer that brought a wrong type.
+        typed(&merged, &layer.origin)?;
+        last = layer.origin;
+    }
+    typed(&merged, &last)
+}
+
+/// Merges defaults, profile, values files, `--set` and `--host` in that order, then validates the result.
+pub fn resolve(req: &ValuesRequest) -> Result<Values, InputError> {
+    let defaults = defaults_json();
+    let mut layers = Vec::new();
+    if let Some(p) = &req.profile {
+        layers.push(load_profile(p)?);
+    }
+    for f in &req.values_files {
+        layers.push(Layer {
+            origin: f.display().to_string(),
+            data: read_yaml(f)?,
+        });
+    }
+    for s in &req.sets {
+        layers.push(set_layer(&defaults, s)?);
+    }
+    if let Some(h) = &req.host {
+        layers.push(Layer {
+            origin: "--host".into(),
+            data: serde_json::json!({ "host": h }),
+        });
+    }
+    let values = merge_layers(&defaults, layers)?;
+    validate(&values)?;
+    Ok(values)
+}
+
+/// One embedded profile over the defaults, without a host: what `profiles show` prints.
+pub fn builtin(name: &str) -> Result<Values, InputError> {
+    let layer = load_profile(&ProfileSource::Builtin(name.into()))?;
+    merge_layers(&defaults_json(), vec![layer])
+}
+
+fn out_of_range(path: &str, value: impl std::fmt::Display, reason: &str, fix: &str) -> InputError {
+    InputError::OutOfRange {
+        path: path.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+        fix: fix.into(),
+    }
+}
+
+/// RFC 1123 host name, lower case, at least two labels (an Ingress host and a DNS record).
+pub fn check_host(host: &str) -> Result<(), InputError> {
+    let bad = |reason: &str| {
+        Err(InputError::InvalidHost {
+            host: host.into(),
+            reason: reason.into(),
+        })
+    };
+    if host.is_empty() {
+        return Err(InputError::MissingHost);
+    }
+    if host.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    if !host.contains('.') {
+        return bad("it needs a domain, e.g. app.example.com");
+    }
+    for label in host.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return bad("each dot-separated part must have 1 to 63 characters");
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad("only lower-case letters, digits, '-' and '.' are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a part may not start or end with '-'");
+        }
+    }
+    Ok(())
+}
+
+fn check_label(path: &str, v: &str) -> Result<(), InputError> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(out_of_range(
+            path,
+            format!("{v:?}"),
+            "not a valid name",
+            "use lower-case letters, digits and '-', at most 63 characters",
+        ))
+    }
+}
+
+/// A Go/Prometheus duration such as `30s`, `1m` or `1h30m`.
+fn check_duration(path: &str, v: &str) -> Result<(), InputError> {
+    let mut rest = v;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_len = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - digits);
+        let unit = &rest[digits..digits + unit_len];
+        if digits == 0 || !["ms", "s", "m", "h", "d"].contains(&unit) {
+            return Err(out_of_range(
+                path,
+                format!("{v:?}"),
+                "not a duration",
+                "write a duration such as 30s, 1m or 2h",
+            ));
+        }
+        rest = &rest[digits + unit_len..];
+        parts += 1;
+    }
+    if parts == 0 {
+        return Err(out_of_range(
+            path,
+            "\"\"",
+            "not a duration",
+            "write a duration such as 30s, 1m or 2h",
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes quantity such as `100m`, `1`, `0.5`, `512Mi` or `1G`.
+fn check_quantity(path: &str, v: &str) -> Result<(), InputError> {
+    let num_end = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, suffix) = v.split_at(num_end);
+    let ok = !num.is_empty()
+        && num.parse::<f64>().is_ok()
+        && ["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"].contains(&suffix);
+    if ok {
+        Ok(())
+    } else {
+        Err(out_of_range(
+            path,
+            format!("{v:?}"),
+            "not a Kubernetes quantity",
+            "write e.g. 100m or 1 for CPU, 256Mi or 1Gi for memory",
+        ))
+    }
+}
+
+fn check_resources(path: &str, r: &Resources) -> Result<(), InputError> {
+    check_quantity(&format!("{path}.requests.cpu"), &r.requests.cpu)?;
+    check_quantity(&format!("{path}.requests.memory"), &r.requests.memory)?;
+    check_quantity(&format!("{path}.limits.cpu"), &r.limits.cpu)?;
+    check_quantity(&format!("{path}.limits.memory"), &r.limits.memory)
+}
+
+fn check_percent(path: &str, v: f64) -> Result<(), InputError> {
+    if (0.0..=100.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(out_of_range(
+            path,
+            v,
+            "a percentage must be between 0 and 100",
+            "give a value from 0 to 100",
+        ))
+    }
+}
+
+/// Everything the types cannot say: names, ranges, and combinations that only some profiles allow.
+pub fn validate(v: &Values) -> Result<(), InputError> {
+    check_host(&v.host)?;
+    check_label("namespaces.ingress", &v.namespaces.ingress)?;
+    check_label("namespaces.flagger", &v.namespaces.flagger)?;
+    check_label("namespaces.app", &v.namespaces.app)?;
+    if !v.image_registry.is_empty() {
+        let r = &v.image_registry;
+        // A host with optional port and path: no scheme, no tag or digest, no stray slashes.
+        let ok = !r.contains("://")
+            && !r.starts_with('/')
+            && !r.ends_with('/')
+            && !r.contains('@')
+            && r.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:/".contains(c));
+        if !ok {
+            return Err(out_of_range(
+                "imageRegistry",
+                format!("{r:?}"),
+                "not a registry host",
+                "give a registry host and optional path without scheme, e.g. myacr.azurecr.io",
+            ));
+        }
+    }
+    check_resources(
+        "ingressController.resources",
+        &v.ingress_controller.resources,
+    )?;
+    check_resources("flagger.resources", &v.flagger.resources)?;
+    check_resources("prometheus.resources", &v.prometheus.resources)?;
+    check_resources("loadtester.resources", &v.loadtester.resources)?;
+    check_duration("prometheus.retention", &v.prometheus.retention)?;
+    for (path, n) in [
+        ("ingressController.replicas", v.ingress_controller.replicas),
+        ("flagger.replicas", v.flagger.replicas),
+        ("loadtester.replicas", v.loadtester.replicas),
+    ] {
+        if n == 0 {
+            return Err(out_of_range(
+                path,
+                n,
+                "at least one replica is needed",
+                "give 1 or more",
+            ));
+        }
+    }
+    if v.flagger.replicas > 1 {
+        return Err(out_of_range(
+            "flagger.replicas",
+            v.flagger.replicas,
+            "Flagger runs without leader election here, so two replicas would both act",
+            "use 1",
+        ));
+    }
+    if !["monitoring.coreos.com", "azmonitoring.coreos.com"]
+        .contains(&v.service_monitor.group.as_str())
+    {
+        return Err(out_of_range(
+            "serviceMonitor.group",
+            format!("{:?}", v.service_monitor.group),
+            "not a ServiceMonitor API group",
+            "use monitoring.coreos.com (prometheus-operator) or azmonitoring.coreos.com (Azure Monitor managed Prometheus)",
+        ));
+    }
+    let c = &v.canary;
+    check_duration("canary.interval", &c.interval)?;
+    if c.threshold == 0 {
+        return Err(out_of_range(
+            "canary.threshold",
+            c.threshold,
+            "Flagger needs at least one failed check before rollback",
+            "give 1 or more (5 is usual)",
+        ));
+    }
+    if c.step_weights.is_empty() {
+        return Err(out_of_range(
+            "canary.stepWeights",
+            "[]",
+            "no steps",
+            "give increasing weights such as [10, 25, 50]",
+        ));
+    }
+    let weights = format!("{:?}", c.step_weights);
+    if c.step_weights.iter().any(|w| *w == 0 || *w > 100) {
+        return Err(out_of_range(
+            "canary.stepWeights",
+            &weights,
+            "each weight must be from 1 to 100",
+            "give increasing weights from 1 to 100, such as [10, 25, 50]",
+        ));
+    }
+    if c.step_weights.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(out_of_range(
+            "canary.stepWeights",
+            &weights,
+            "weights must be strictly increasing",
+            "give increasing weights such as [10, 25, 50]",
+        ));
+    }
+    check_percent("canary.successRateMin", c.success_rate_min)?;
+    check_percent("canary.errorRateMax", c.error_rate_max)?;
+    if c.latency_p99_max_ms == 0 {
+        return Err(out_of_range(
+            "canary.latencyP99MaxMs",
+            0,
+            "a p99 latency limit of 0 ms fails every check",
+            "give a limit in milliseconds such as 500",
+        ));
+    }
+    if c.port == 0 || c.target_port == 0 {
+        return Err(out_of_range(
+            "canary.port",
+            0,
+            "port 0 is not a port",
+            "give a port from 1 to 65535",
+        ));
+    }
+    if v.alerting.provider != AlertProviderKind::None {
+        check_label("alerting.secretName", &v.alerting.secret_name).map_err(|_| {
+            out_of_range(
+                "alerting.secretName",
+                format!("{:?}", v.alerting.secret_name),
+                "alerting needs the Secret that holds the webhook address",
+                "name a Secret in the app namespace whose key `address` holds the URL",
+            )
+        })?;
+    }
+    if v.front_door.private_link && v.front != Front::Frontdoor {
+        return Err(out_of_range(
+            "frontDoor.privateLink",
+            true,
+            "Private Link origins exist only with Azure Front Door",
+            "use --profile frontdoor, or drop frontDoor.privateLink",
+        ));
+    }
+    Ok(())
+}
