@@ -1,11 +1,16 @@
 //! Command-line arguments (clap) and their translation into the library's validated requests.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use gridos_setup::apply::Outcome;
+use gridos_setup::cluster::ConnectRequest;
 use gridos_setup::error::{Error, InputError, exit};
+use gridos_setup::install::{self, InstallRequest, Summary};
 use gridos_setup::profile::{self, ProfileSource, ValuesRequest};
+use gridos_setup::progress::{self, OutputFormat};
 use gridos_setup::render;
 
 #[derive(Parser, Debug)]
@@ -59,8 +64,61 @@ impl ValuesArgs {
     }
 }
 
+/// Flags of the commands that change (or would change) a cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub values: ValuesArgs,
+    /// How long to wait for everything to be ready, e.g. 90s, 10m, 1h.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub timeout: String,
+    /// Take ownership of fields another tool (helm, kubectl, the AKS add-on) manages.
+    #[arg(long)]
+    pub force_conflicts: bool,
+    /// Output: text for people, json (one event per line, then a summary object) for pipelines.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Install (or update) everything for a profile, wait until it works, print the address and next steps.
+    #[command(
+        after_help = "Examples:\n  gridos-setup install --profile nginx --host app.example.com --yes\n  gridos-setup install --profile appgw --host app.example.com --yes -o json   # in a pipeline"
+    )]
+    Install {
+        #[command(flatten)]
+        apply: ApplyArgs,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Server-side dry run: show what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply and return without waiting for readiness or the address.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show what install would create, change, leave unchanged or prune (server-side dry run).
+    #[command(
+        after_help = "Example:\n  gridos-setup plan --profile nginx --host app.example.com --detailed-exitcode"
+    )]
+    Plan {
+        #[command(flatten)]
+        apply: ApplyArgs,
+        /// Exit 0 when nothing would change, 4 when something would.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// List every object, not just the counts.
+        #[arg(long)]
+        show_objects: bool,
+    },
     /// Print the complete install for a profile as multi-document YAML, without touching a cluster.
     #[command(
         after_help = "Example:\n  gridos-setup render --profile nginx --host app.example.com > install.yaml"
@@ -92,8 +150,171 @@ fn write_stdout(text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<i32, Error> {
-    match args.command {
+/// `90s`, `10m`, `1h30m`, `500ms` (kubectl's --timeout form); a bare number is seconds.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, InputError> {
+    let bad = || InputError::OutOfRange {
+        path: flag.into(),
+        value: format!("{text:?}"),
+        reason: "not a duration".into(),
+        fix: "write a duration such as 90s, 10m or 1h".into(),
+    };
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let after = &rest[digits..];
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        total += match &after[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+        rest = &after[unit_len..];
+    }
+    Ok(total)
+}
+
+fn connect_request(args: &Args) -> ConnectRequest {
+    ConnectRequest {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    }
+}
+
+fn install_request(
+    args: &Args,
+    apply: &ApplyArgs,
+    dry_run: bool,
+    no_wait: bool,
+) -> Result<InstallRequest, Error> {
+    let values = apply.values.request();
+    if values.profile.is_none() {
+        let valid = profile::BUILTIN.iter().map(|s| s.to_string()).collect();
+        return Err(InputError::MissingProfile { valid }.into());
+    }
+    Ok(InstallRequest {
+        values,
+        connect: connect_request(args),
+        dry_run,
+        no_wait,
+        timeout: parse_duration("--timeout", &apply.timeout)?,
+        force_conflicts: apply.force_conflicts,
+    })
+}
+
+fn format_of(o: Output) -> OutputFormat {
+    match o {
+        Output::Text => OutputFormat::Text,
+        Output::Json => OutputFormat::Json,
+    }
+}
+
+/// Prints the end of a run: the summary object with `-o json`, counts and the address as text.
+fn print_summary(summary: &Summary, format: OutputFormat, list_objects: bool) -> Result<(), Error> {
+    match format {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(summary).unwrap_or_default();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("event".into(), "summary".into());
+            }
+            write_stdout(&format!("{v}\n"))
+        }
+        OutputFormat::Text => {
+            let mut text = String::new();
+            if list_objects {
+                for o in &summary.objects {
+                    text.push_str(&format!("{} {}\n", o.id, o.result.as_str()));
+                }
+            }
+            let verb = if summary.dry_run { "would be " } else { "" };
+            text.push_str(&format!(
+                "{} {verb}created, {} {verb}configured, {} unchanged, {} {verb}pruned ({:.1}s)\n",
+                summary.count(Outcome::Created),
+                summary.count(Outcome::Configured),
+                summary.count(Outcome::Unchanged),
+                summary.count(Outcome::Pruned),
+                summary.durations.total_ms as f64 / 1000.0
+            ));
+            if let Some(a) = &summary.address {
+                let scope = if summary.internal {
+                    "internal"
+                } else {
+                    "public"
+                };
+                text.push_str(&format!("Ingress address ({scope}): {a}\n"));
+            }
+            write_stdout(&text)
+        }
+    }
+}
+
+fn confirm(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+pub async fn run(args: Args) -> Result<i32, Error> {
+    let terminal = std::io::stderr().is_terminal() && std::io::stdin().is_terminal();
+    match &args.command {
+        Command::Install {
+            apply,
+            yes,
+            dry_run,
+            no_wait,
+        } => {
+            let req = install_request(&args, apply, *dry_run, *no_wait)?;
+            if !*yes && !*dry_run {
+                if !terminal {
+                    return Err(InputError::NeedsYes.into());
+                }
+                // Values are checked before asking, so a typo never waits for an answer.
+                profile::resolve(&req.values)?;
+                if !confirm("Install into the current cluster?") {
+                    eprintln!("Nothing was changed.");
+                    return Ok(exit::FAILED);
+                }
+            }
+            let format = format_of(apply.output);
+            let reporter = progress::reporter(format, terminal);
+            let summary = install::install(&req, reporter.as_ref()).await;
+            reporter.finish();
+            let summary = summary?;
+            print_summary(&summary, format, false)?;
+            return Ok(exit::OK);
+        }
+        Command::Plan {
+            apply,
+            detailed_exitcode,
+            show_objects,
+        } => {
+            let req = install_request(&args, apply, true, true)?;
+            let format = format_of(apply.output);
+            let reporter: Box<dyn progress::Reporter> = match format {
+                OutputFormat::Json => progress::reporter(format, false),
+                OutputFormat::Text => Box::new(progress::Recorder::default()),
+            };
+            let summary = install::install(&req, reporter.as_ref()).await?;
+            print_summary(&summary, format, *show_objects)?;
+            return Ok(if *detailed_exitcode && summary.changed() {
+                exit::CHANGES
+            } else {
+                exit::OK
+            });
+        }
         Command::Render { values } => {
             let req = values.request();
             if req.profile.is_none() {
@@ -115,9 +336,9 @@ pub fn run(args: Args) -> Result<i32, Error> {
         Command::Profiles {
             action: Some(ProfilesAction::Show { profile: p }),
         } => {
-            let v = profile::builtin(&p)?;
+            let v = profile::builtin(p)?;
             let text = render::to_yaml_value(&v).map_err(|e| Error::Template {
-                template: p,
+                template: p.clone(),
                 reason: e.to_string(),
             })?;
             write_stdout(&text)?;

@@ -42,6 +42,11 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Whether the user's input is at fault (exit 2) rather than the cluster.
+    pub fn is_input(&self) -> bool {
+        !matches!(self, ConnectError::Invalid { .. })
+    }
+
     pub fn hint(&self) -> String {
         match self {
             ConnectError::NoKubeconfig { .. } => {

@@ -44,6 +44,8 @@ pub enum InputError {
     },
     #[error("--set {arg:?} has no '='")]
     SetSyntax { arg: String },
+    #[error("no terminal to confirm in, and --yes was not given")]
+    NeedsYes,
     #[error("no host given")]
     MissingHost,
     #[error("host {host:?} is not a DNS name: {reason}")]
@@ -78,6 +80,7 @@ impl InputError {
                 "give a value of that type (`gridos-setup profiles show nginx` shows each key's default)".into()
             }
             InputError::SetSyntax { .. } => "write --set key.path=value, e.g. --set canary.threshold=3".into(),
+            InputError::NeedsYes => "pass --yes to install without a confirmation (as CI must)".into(),
             InputError::MissingHost => "pass --host app.example.com (or set host in a --values file)".into(),
             InputError::InvalidHost { .. } => {
                 "use a lower-case DNS name such as app.example.com (letters, digits, '-' and '.')".into()
@@ -95,13 +98,29 @@ pub enum Error {
     /// A bug in an embedded template: never the user's fault.
     #[error("internal error rendering {template}: {reason}")]
     Template { template: String, reason: String },
+    #[error(transparent)]
+    Connect(#[from] crate::cluster::ConnectError),
+    #[error(transparent)]
+    Apply(#[from] crate::apply::ApplyError),
+    #[error(transparent)]
+    Wait(#[from] crate::wait::WaitError),
+    /// The cluster cannot take this install as asked (a missing CRD the values require, ...).
+    #[error("{problem}")]
+    Preflight { problem: String, hint: String },
+    #[error("{context}: {source}")]
+    Api {
+        context: String,
+        source: kube::Error,
+    },
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => exit::USAGE,
-            Error::Template { .. } => exit::FAILED,
+            Error::Connect(e) if e.is_input() => exit::USAGE,
+            Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
+            _ => exit::FAILED,
         }
     }
 
@@ -109,14 +128,21 @@ impl Error {
         match self {
             Error::Input(e) => Some(e.hint()),
             Error::Template { .. } => Some("please report this as a bug in gridos-setup".into()),
+            Error::Connect(e) => Some(e.hint()),
+            Error::Apply(e) => Some(e.hint()),
+            Error::Wait(e) => Some(e.hint()),
+            Error::Preflight { hint, .. } => Some(hint.clone()),
+            Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }
     }
 
     /// The one line printed for this error: the problem, then the fix.
     pub fn one_line(&self) -> String {
-        match self.hint() {
+        let text = match self.hint() {
             Some(h) => format!("error: {self}; {h}"),
             None => format!("error: {self}"),
-        }
+        };
+        // Messages from the server or a library may span lines; the contract is one line.
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 }

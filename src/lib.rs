@@ -5,7 +5,11 @@
 //! library never sees clap types.
 
 pub mod apply;
+pub mod certs;
 pub mod cluster;
 pub mod error;
+pub mod install;
 pub mod profile;
+pub mod progress;
 pub mod render;
+pub mod wait;

@@ -74,6 +74,7 @@ pub const PLACEHOLDER_TEXT: &str = "gridos-setup generates this at install time"
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookCert {
     pub ca_bundle: String,
+    pub ca_crt: String,
     pub tls_crt: String,
     pub tls_key: String,
 }
@@ -83,6 +84,7 @@ impl WebhookCert {
         let b = base64_encode(PLACEHOLDER_TEXT.as_bytes());
         WebhookCert {
             ca_bundle: b.clone(),
+            ca_crt: b.clone(),
             tls_crt: b.clone(),
             tls_key: b,
         }
@@ -224,6 +226,7 @@ fn context(v: &Values, inputs: &RenderInputs) -> Json {
         "controllerService": { "annotations": controller_service_annotations(v) },
         "webhook": {
             "caBundle": inputs.webhook.ca_bundle,
+            "caCrt": inputs.webhook.ca_crt,
             "tlsCrt": inputs.webhook.tls_crt,
             "tlsKey": inputs.webhook.tls_key,
         },

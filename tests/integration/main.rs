@@ -5,6 +5,7 @@
 
 mod util;
 
+mod install;
 mod render_cli;
 mod render_cluster;
 mod testenv;

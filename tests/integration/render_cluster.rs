@@ -2,17 +2,17 @@
 //! Canary comes back unpruned, and every Deployment is admitted under the Pod Security labels and
 //! becomes Available.
 
-use gridos_setup::apply::{ApplyOptions, Resolver, apply_one};
+use gridos_setup::apply::{ApplyOptions, Resolver, apply_one, with_membership};
 use gridos_setup::profile::{ProfileSource, ValuesRequest, resolve};
 use gridos_setup::render::{Object, RenderInputs, Wave, render};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::conditions;
 
-use crate::util::{client, cluster_lock, wait_for};
+use crate::util::{client, cluster_lock, reset, wait_for};
 
 fn rendered(profile: &str, sets: &[&str]) -> Vec<Object> {
     let req = ValuesRequest {
@@ -22,7 +22,8 @@ fn rendered(profile: &str, sets: &[&str]) -> Vec<Object> {
         ..Default::default()
     };
     let v = resolve(&req).expect("values");
-    render(&v, &RenderInputs::offline(&v)).expect("render")
+    // With the ApplySet label, as install applies them, so `reset` finds what these tests leave.
+    render(&v, &RenderInputs::offline(&v)).expect("render").iter().map(with_membership).collect()
 }
 
 fn fixture(name: &str) -> Object {
@@ -56,7 +57,7 @@ async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<Dynam
     let (foundation, rest): (Vec<_>, Vec<_>) =
         objects.iter().partition(|o| o.wave() == Wave::Foundation);
     for o in &foundation {
-        apply_one(c, &resolver, o, ApplyOptions::default())
+        apply_one(c, &resolver, o, ApplyOptions::default(), false)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -75,7 +76,7 @@ async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<Dynam
             force: false,
         };
         out.push(
-            apply_one(c, &resolver, o, opts)
+            apply_one(c, &resolver, o, opts, false)
                 .await
                 .unwrap_or_else(|e| panic!("{e}")),
         );
@@ -83,36 +84,11 @@ async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<Dynam
     out
 }
 
-/// Deletes what the objects name (cluster-scoped ones and namespaces) and waits for the namespaces to go.
-async fn remove(c: &Client, objects: &[Object]) {
-    let resolver = Resolver::new(c).await.unwrap();
-    for o in objects.iter().rev().filter(|o| o.namespace().is_none()) {
-        let Ok((ar, _)) = resolver.resolve(o) else {
-            continue;
-        };
-        let api: Api<DynamicObject> = Api::all_with(c.clone(), &ar);
-        let _ = api.delete(o.name(), &DeleteParams::default()).await;
-    }
-    let namespaces: Api<Namespace> = Api::all(c.clone());
-    for o in objects.iter().filter(|o| o.kind() == "Namespace") {
-        if let Ok(Some(ns)) = namespaces.get_opt(o.name()).await {
-            let uid = ns.metadata.uid.unwrap_or_default();
-            wait_for(
-                namespaces.clone(),
-                o.name(),
-                120,
-                "namespace deleted",
-                conditions::is_deleted(&uid),
-            )
-            .await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn cluster_every_profile_passes_a_server_side_dry_run() {
     let _lock = cluster_lock().await;
     let c = client().await;
+    reset(&c).await;
     let sm_crd = fixture("servicemonitor-crd.yaml");
     for (profile, sets) in [
         ("nginx", &[][..]),
@@ -147,21 +123,22 @@ async fn cluster_every_profile_passes_a_server_side_dry_run() {
             expected,
             "{profile} {sets:?}: every object answered"
         );
-        remove(&c, &objects).await;
     }
+    reset(&c).await;
 }
 
 #[tokio::test]
 async fn cluster_a_full_canary_comes_back_unpruned() {
     let _lock = cluster_lock().await;
     let c = client().await;
+    reset(&c).await;
     let mut objects = rendered("nginx", &[]);
     objects.retain(|o| o.wave() == Wave::Foundation);
     apply_waves(&c, &objects, false).await;
     let mut canary = fixture("canary-full.yaml");
     canary.data["metadata"]["namespace"] = "gridos".into();
     let resolver = Resolver::new(&c).await.unwrap();
-    let got = apply_one(&c, &resolver, &canary, ApplyOptions::default())
+    let got = apply_one(&c, &resolver, &canary, ApplyOptions::default(), false)
         .await
         .unwrap();
     let got = serde_json::to_value(&got).unwrap();
@@ -190,13 +167,14 @@ async fn cluster_a_full_canary_comes_back_unpruned() {
         status,
         "status comes back as Flagger wrote it"
     );
-    remove(&c, &objects).await;
+    reset(&c).await;
 }
 
 #[tokio::test]
 async fn cluster_every_deployment_is_admitted_and_becomes_available() {
     let _lock = cluster_lock().await;
     let c = client().await;
+    reset(&c).await;
     let objects = rendered("nginx", &["serviceMonitor.enabled=off"]);
     apply_waves(&c, &objects, false).await;
     for o in objects.iter().filter(|o| o.kind() == "Namespace") {
@@ -244,5 +222,5 @@ async fn cluster_every_deployment_is_admitted_and_becomes_available() {
             Some("restricted")
         );
     }
-    remove(&c, &objects).await;
+    reset(&c).await;
 }

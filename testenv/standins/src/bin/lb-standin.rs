@@ -162,26 +162,36 @@ impl Standin {
                 )
                 .await;
             }
-            Err(e) => {
-                tracing::warn!("{ns}/{name}: setting the address failed: {e}");
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
-            }
+            Err(e) => tracing::warn!("{ns}/{name}: setting the address failed: {e}"),
         }
+        // Done either way: a later change (public <-> internal, or a failed patch) starts again.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     }
 }
 
+/// A LoadBalancer Service without an address, or with one from the wrong range: Azure moves the
+/// frontend when a Service switches between public and internal, and so does the stand-in.
 fn needs_address(svc: &Service) -> bool {
     let is_lb = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
-    let has = svc
+    let internal = svc.annotations().get(INTERNAL).is_some_and(|v| v == "true");
+    let range = if internal {
+        "198.51.100."
+    } else {
+        "203.0.113."
+    };
+    let current_ok = svc
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
-        .is_some_and(|i| !i.is_empty());
-    is_lb && !has && svc.metadata.deletion_timestamp.is_none()
+        .is_some_and(|i| {
+            i.iter()
+                .any(|e| e.ip.as_deref().is_some_and(|ip| ip.starts_with(range)))
+        });
+    is_lb && !current_ok && svc.metadata.deletion_timestamp.is_none()
 }
 
 #[tokio::main]

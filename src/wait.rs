@@ -1,0 +1,388 @@
+//! Waiting, by watching, until what was applied works: CRDs Established, Deployments rolled out, the LoadBalancer address assigned.
+//!
+//! Every wait has a deadline and, when it runs out, says what it waited for and why it is stuck
+//! (the newest pod's waiting reason, the last Warning events). kube-runtime's own conditions are
+//! not used for rollouts and addresses: `is_deployment_completed` ignores observedGeneration and
+//! `is_service_loadbalancer_provisioned` accepts an empty ingress list.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::wait::await_condition;
+use kube::runtime::watcher;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("timed out waiting for {what}: {reason}")]
+    Timeout { what: String, reason: String },
+    #[error("{what} failed: {reason}")]
+    Failed { what: String, reason: String },
+    #[error("watching {what}: {source}")]
+    Watch {
+        what: String,
+        source: kube::runtime::wait::Error,
+    },
+}
+
+impl WaitError {
+    pub fn hint(&self) -> String {
+        match self {
+            WaitError::Timeout { .. } => "fix the cause above, or give it longer with --timeout; a re-run resumes where this one stopped".into(),
+            WaitError::Failed { .. } => "fix the cause above and re-run; a re-run resumes".into(),
+            WaitError::Watch { .. } => "check that the cluster is reachable and re-run; a re-run resumes".into(),
+        }
+    }
+}
+
+pub fn crd_is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
+/// Rolled out: the controller has seen the current generation and every desired replica is updated, ready and available.
+pub fn deployment_is_rolled_out(d: &Deployment) -> bool {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(s) = d.status.as_ref() else {
+        return false;
+    };
+    s.observed_generation.is_some()
+        && s.observed_generation == d.metadata.generation
+        && s.updated_replicas.unwrap_or(0) == desired
+        && s.available_replicas.unwrap_or(0) == desired
+        && s.ready_replicas.unwrap_or(0) == desired
+        && s.replicas.unwrap_or(0) == desired
+}
+
+/// The reason a rollout will not finish, when the Deployment says so itself.
+pub fn deployment_failure(d: &Deployment) -> Option<String> {
+    let s = d.status.as_ref()?;
+    if s.observed_generation != d.metadata.generation {
+        return None;
+    }
+    s.conditions.as_ref()?.iter().find_map(|c| {
+        (c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        .then(|| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "ProgressDeadlineExceeded".into())
+        })
+    })
+}
+
+/// The first load-balancer address: an IP or a hostname, never an empty entry.
+pub fn service_address(s: &Service) -> Option<String> {
+    s.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find_map(|i| {
+            i.ip.clone()
+                .filter(|v| !v.is_empty())
+                .or_else(|| i.hostname.clone().filter(|v| !v.is_empty()))
+        })
+}
+
+async fn watch_until<K>(
+    api: Api<K>,
+    name: &str,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(&K) -> bool + Send + 'static,
+) -> Result<Option<K>, WaitError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let cond = move |o: Option<&K>| o.is_some_and(&done);
+    match tokio::time::timeout_at(deadline, await_condition(api, name, cond)).await {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(source)) => Err(WaitError::Watch {
+            what: what.into(),
+            source,
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+pub async fn crd_established(
+    client: &Client,
+    name: &str,
+    deadline: Instant,
+) -> Result<(), WaitError> {
+    let what = format!("CustomResourceDefinition {name} to be Established");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    match watch_until(api, name, deadline, &what, crd_is_established).await? {
+        Some(_) => Ok(()),
+        None => Err(WaitError::Timeout {
+            what,
+            reason: "the apiserver has not accepted its names yet".into(),
+        }),
+    }
+}
+
+/// Waits for a rollout; stops early when the Deployment reports ProgressDeadlineExceeded.
+pub async fn deployment_rolled_out(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    deadline: Instant,
+) -> Result<Deployment, WaitError> {
+    let what = format!("Deployment {ns}/{name} to roll out");
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let found = watch_until(api.clone(), name, deadline, &what, |d| {
+        deployment_is_rolled_out(d) || deployment_failure(d).is_some()
+    })
+    .await?;
+    match found {
+        Some(d) if deployment_is_rolled_out(&d) => Ok(d),
+        Some(d) => {
+            let why = deployment_failure(&d).unwrap_or_default();
+            let diag = diagnose_deployment(client, ns, &d).await;
+            Err(WaitError::Failed {
+                what,
+                reason: join_reason(&why, &diag),
+            })
+        }
+        None => {
+            let current = api.get_opt(name).await.ok().flatten();
+            let diag = match &current {
+                Some(d) => diagnose_deployment(client, ns, d).await,
+                None => "the Deployment does not exist".into(),
+            };
+            let progress = current.as_ref().map(progress_of).unwrap_or_default();
+            Err(WaitError::Timeout {
+                what,
+                reason: join_reason(&progress, &diag),
+            })
+        }
+    }
+}
+
+fn join_reason(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}; {b}"),
+    }
+}
+
+/// `1/2 available` and the like, for progress lines and timeouts.
+pub fn progress_of(d: &Deployment) -> String {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    format!("{available}/{desired} replicas available")
+}
+
+/// Why pods of a Deployment are not ready: the newest pod's waiting reason and the last Warning events.
+pub async fn diagnose_deployment(client: &Client, ns: &str, d: &Deployment) -> String {
+    let mut parts = Vec::new();
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = pods.list(&ListParams::default().labels(&selector)).await {
+        let newest = list
+            .items
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone());
+        match newest {
+            Some(p) => parts.push(format!(
+                "newest pod {}: {}",
+                p.metadata.name.as_deref().unwrap_or("?"),
+                pod_reason(p)
+            )),
+            None => parts.push(
+                "no pods were created (check the ReplicaSet's events, e.g. quota or admission)"
+                    .into(),
+            ),
+        }
+    }
+    let warnings = warning_events(client, ns, d.metadata.name.as_deref().unwrap_or_default()).await;
+    if !warnings.is_empty() {
+        parts.push(format!("recent warnings: {}", warnings.join(" | ")));
+    }
+    parts.join("; ")
+}
+
+fn pod_reason(p: &Pod) -> String {
+    let Some(s) = p.status.as_ref() else {
+        return "no status yet".into();
+    };
+    let waiting = s.container_statuses.iter().flatten().find_map(|c| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        Some(format!(
+            "container {} waiting: {}{}",
+            c.name,
+            w.reason.as_deref().unwrap_or("unknown"),
+            w.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        ))
+    });
+    if let Some(w) = waiting {
+        return w;
+    }
+    let unscheduled = s
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        return format!(
+            "Pending: {}{}",
+            c.reason.as_deref().unwrap_or("Unschedulable"),
+            c.message
+                .as_deref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+    }
+    format!("{}, not ready", s.phase.as_deref().unwrap_or("Unknown"))
+}
+
+/// The last Warning events in a namespace about objects whose name starts with `prefix`
+/// (a Deployment, its ReplicaSets and pods share it), newest last, at most three.
+pub async fn warning_events(client: &Client, ns: &str, prefix: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = events
+        .list(&ListParams::default().fields("type=Warning"))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut items: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    items.sort_by_key(|e| {
+        e.last_timestamp.clone().or(e
+            .event_time
+            .as_ref()
+            .map(|t| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t.0)))
+    });
+    items
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.as_deref().unwrap_or(""),
+                e.message.as_deref().unwrap_or("").trim()
+            )
+        })
+        .collect()
+}
+
+/// Waits for a LoadBalancer Service's address other than `stale`; `on_event` hears the Service's events meanwhile
+/// (the cloud controller reports quota and public-IP errors there).
+pub async fn load_balancer_address(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    stale: Option<String>,
+    deadline: Instant,
+    on_event: impl Fn(&str, &str) + Send + Sync + 'static,
+) -> Result<(Service, String), WaitError> {
+    let what = format!("Service {ns}/{name} to get a load-balancer address");
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let selector = format!("involvedObject.kind=Service,involvedObject.name={name}");
+    let mut last_events: Vec<String> = Vec::new();
+    let event_stream = watcher(events, watcher::Config::default().fields(&selector))
+        .filter_map(|e| async move {
+            match e {
+                Ok(watcher::Event::Apply(ev)) | Ok(watcher::Event::InitApply(ev)) => Some(ev),
+                _ => None,
+            }
+        })
+        .boxed();
+    let watched = what.clone();
+    let wait = watch_until(api.clone(), name, deadline, &watched, move |s| {
+        service_address(s).is_some_and(|a| Some(&a) != stale.as_ref())
+    });
+    tokio::pin!(wait);
+    let mut event_stream = event_stream;
+    let mut seen = std::collections::BTreeSet::new();
+    let found = loop {
+        tokio::select! {
+            r = &mut wait => break r?,
+            Some(ev) = event_stream.next() => {
+                let key = (ev.metadata.uid.clone(), ev.count);
+                if seen.insert(key) {
+                    let reason = ev.reason.clone().unwrap_or_default();
+                    let message = ev.message.clone().unwrap_or_default();
+                    on_event(&reason, &message);
+                    if ev.type_.as_deref() == Some("Warning") {
+                        last_events.push(format!("{reason}: {message}"));
+                    }
+                }
+            }
+        }
+    };
+    match found {
+        Some(s) => {
+            let addr = service_address(&s).unwrap_or_default();
+            Ok((s, addr))
+        }
+        None => {
+            let reason = if last_events.is_empty() {
+                "no address was assigned and the cloud controller reported no error; check the Service's events \
+                 (`kubectl describe service` ...) and the cluster's load-balancer quota"
+                    .to_string()
+            } else {
+                format!(
+                    "recent warnings: {}",
+                    last_events
+                        .iter()
+                        .rev()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                )
+            };
+            Err(WaitError::Timeout { what, reason })
+        }
+    }
+}
+
+/// Time left before a deadline, for messages.
+pub fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
