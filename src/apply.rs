@@ -278,7 +278,9 @@ pub async fn apply_one(
             Err(kube::Error::Api(s)) if s.code == 409 && !params.force => {
                 let conflicts = conflict_fields(&s);
                 let by_design = !conflicts.is_empty()
-                    && conflicts.iter().all(|(m, f)| m == CONTROLLER_MANAGER && YIELDED_FIELDS.contains(&f.as_str()));
+                    && conflicts.iter().all(|(m, f)| {
+                        m == CONTROLLER_MANAGER && YIELDED_FIELDS.contains(&f.as_str())
+                    });
                 if by_design {
                     for (_, f) in &conflicts {
                         remove_field(&mut data, f);
@@ -289,12 +291,21 @@ pub async fn apply_one(
                     params.force = true;
                     continue;
                 }
-                let managers: BTreeSet<_> = conflicts.iter().map(|(m, _)| format!("{m:?}")).collect();
+                let managers: BTreeSet<_> =
+                    conflicts.iter().map(|(m, _)| format!("{m:?}")).collect();
                 let fields: BTreeSet<_> = conflicts.iter().map(|(_, f)| f.clone()).collect();
                 return Err(ApplyError::Conflict {
                     id: obj.id(),
-                    fields: if fields.is_empty() { "fields".into() } else { fields.into_iter().collect::<Vec<_>>().join(", ") },
-                    managers: if managers.is_empty() { "another field manager".into() } else { managers.into_iter().collect::<Vec<_>>().join(", ") },
+                    fields: if fields.is_empty() {
+                        "fields".into()
+                    } else {
+                        fields.into_iter().collect::<Vec<_>>().join(", ")
+                    },
+                    managers: if managers.is_empty() {
+                        "another field manager".into()
+                    } else {
+                        managers.into_iter().collect::<Vec<_>>().join(", ")
+                    },
                 });
             }
             Err(e) => return Err(map_error(obj, "patch", e)),
@@ -311,10 +322,14 @@ pub async fn apply_many(
     opts: ApplyOptions,
     members: &BTreeSet<String>,
 ) -> Result<Vec<DynamicObject>, ApplyError> {
-    futures::stream::iter(objects.iter().map(|o| apply_one(client, resolver, o, opts, members.contains(&member_id(o)))))
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await
+    futures::stream::iter(
+        objects
+            .iter()
+            .map(|o| apply_one(client, resolver, o, opts, members.contains(&member_id(o)))),
+    )
+    .buffered(CONCURRENCY)
+    .try_collect()
+    .await
 }
 
 /// The ApplySet parent's record of the previous run: members and where they live.
@@ -470,7 +485,14 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
 /// were not written (unchanged). A written object whose apply time equals its creation time was
 /// created by this run; otherwise it was configured.
 pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -> Outcome {
-    let written = match (before.revision, applied.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok())) {
+    let written = match (
+        before.revision,
+        applied
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok()),
+    ) {
         (Some(start), Some(now)) => now > start,
         _ => true,
     };
@@ -482,7 +504,9 @@ pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -
         .managed_fields
         .iter()
         .flatten()
-        .find(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"))
+        .find(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply")
+        })
         .and_then(|m| m.time.as_ref());
     match (applied_at, applied.metadata.creation_timestamp.as_ref()) {
         (Some(at), Some(created)) if at == created => Outcome::Created,

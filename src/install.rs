@@ -276,9 +276,15 @@ impl Run<'_> {
             );
         }
         let applied = match self.opts.dry_run {
-            false => apply::apply_many(&self.client, &self.resolver, objects, self.opts, &self.before.members)
-                .await
-                .map_err(|e| self.fail(objects, e))?,
+            false => apply::apply_many(
+                &self.client,
+                &self.resolver,
+                objects,
+                self.opts,
+                &self.before.members,
+            )
+            .await
+            .map_err(|e| self.fail(objects, e))?,
             true => {
                 let mut out = Vec::new();
                 for o in objects {
@@ -353,9 +359,23 @@ pub async fn plan_outcome(
         return Ok((Outcome::Created, rendered));
     }
     let owned = live.as_ref().is_some_and(|l| {
-        l.metadata.labels.as_ref().and_then(|m| m.get(apply::PART_OF)).is_some_and(|v| *v == apply::applyset_id())
+        l.metadata
+            .labels
+            .as_ref()
+            .and_then(|m| m.get(apply::PART_OF))
+            .is_some_and(|v| *v == apply::applyset_id())
     });
-    let dry = apply::apply_one(client, resolver, o, ApplyOptions { dry_run: true, ..opts }, owned).await?;
+    let dry = apply::apply_one(
+        client,
+        resolver,
+        o,
+        ApplyOptions {
+            dry_run: true,
+            ..opts
+        },
+        owned,
+    )
+    .await?;
     let outcome = match &live {
         None => Outcome::Created,
         Some(l) if normalized(l) == normalized(&dry) => Outcome::Unchanged,
@@ -382,8 +402,20 @@ fn normalized(o: &DynamicObject) -> serde_json::Value {
 
 /// Refreshes discovery until every rendered kind resolves: the apiserver publishes a new CRD's kind
 /// in discovery a moment after the CRD is Established, and discovery cannot be watched.
-async fn refresh_discovery(client: &Client, current: Resolver, objects: &[Object], crds_changed: bool, deadline: Instant) -> Result<Resolver, Error> {
-    let unresolved = |r: &Resolver| objects.iter().filter(|o| r.resolve(o).is_err()).map(Object::id).collect::<Vec<_>>();
+async fn refresh_discovery(
+    client: &Client,
+    current: Resolver,
+    objects: &[Object],
+    crds_changed: bool,
+    deadline: Instant,
+) -> Result<Resolver, Error> {
+    let unresolved = |r: &Resolver| {
+        objects
+            .iter()
+            .filter(|o| r.resolve(o).is_err())
+            .map(Object::id)
+            .collect::<Vec<_>>()
+    };
     if !crds_changed && unresolved(&current).is_empty() {
         return Ok(current);
     }
@@ -481,7 +513,14 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
                 .map(|n| wait::crd_established(&run.client, n, deadline)),
         )
         .await?;
-        run.resolver = refresh_discovery(&run.client, run.resolver, &p.objects, !pending.is_empty(), deadline).await?;
+        run.resolver = refresh_discovery(
+            &run.client,
+            run.resolver,
+            &p.objects,
+            !pending.is_empty(),
+            deadline,
+        )
+        .await?;
         wait_time += t.elapsed();
     }
 

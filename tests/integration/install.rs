@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use gridos_setup::apply::{PARENT_NAME, PARENT_NAMESPACE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 
 use crate::util::{apply_fixture, client, cluster_lock, gridos_k, reset, stderr, stdout};
 
@@ -21,22 +21,45 @@ fn install(profile: &str, extra: &[&str]) -> std::process::Output {
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert_eq!(out.status.code(), Some(0), "exit 0; stderr:\n{}\nstdout:\n{}", stderr(out), stdout(out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exit 0; stderr:\n{}\nstdout:\n{}",
+        stderr(out),
+        stdout(out)
+    );
     stdout(out)
 }
 
 /// Every ApplySet member's id and resourceVersion, from the parent's member list.
 async fn member_versions(c: &Client) -> BTreeMap<String, String> {
-    let parent = Api::<ConfigMap>::namespaced(c.clone(), PARENT_NAMESPACE).get(PARENT_NAME).await.unwrap();
-    let members = parent.data.unwrap_or_default().get("members").cloned().unwrap_or_default();
+    let parent = Api::<ConfigMap>::namespaced(c.clone(), PARENT_NAMESPACE)
+        .get(PARENT_NAME)
+        .await
+        .unwrap();
+    let members = parent
+        .data
+        .unwrap_or_default()
+        .get("members")
+        .cloned()
+        .unwrap_or_default();
     let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
     let mut out = BTreeMap::new();
     for line in members.lines() {
         let parts: Vec<&str> = line.split(' ').collect();
         let (av, kind, ns, name) = (parts[0], parts[1], parts[2], parts[3]);
-        let (ar, _) = resolver.resolve_gvk(av, kind).unwrap_or_else(|| panic!("{av} {kind} resolves"));
-        let api: Api<DynamicObject> = if ns == "-" { Api::all_with(c.clone(), &ar) } else { Api::namespaced_with(c.clone(), ns, &ar) };
-        let o = api.get(name).await.unwrap_or_else(|e| panic!("{line}: {e}"));
+        let (ar, _) = resolver
+            .resolve_gvk(av, kind)
+            .unwrap_or_else(|| panic!("{av} {kind} resolves"));
+        let api: Api<DynamicObject> = if ns == "-" {
+            Api::all_with(c.clone(), &ar)
+        } else {
+            Api::namespaced_with(c.clone(), ns, &ar)
+        };
+        let o = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
         out.insert(line.to_string(), o.metadata.resource_version.unwrap());
     }
     out
@@ -44,40 +67,88 @@ async fn member_versions(c: &Client) -> BTreeMap<String, String> {
 
 async fn all_deployments_available(c: &Client) {
     for ns in ["ingress-nginx", "flagger-system", "gridos"] {
-        let list = Api::<Deployment>::namespaced(c.clone(), ns).list(&ListParams::default()).await.unwrap();
+        let list = Api::<Deployment>::namespaced(c.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
         assert!(!list.items.is_empty(), "Deployments in {ns}");
         for d in list.items {
-            assert!(gridos_setup::wait::deployment_is_rolled_out(&d), "{ns}/{:?} rolled out", d.metadata.name);
+            assert!(
+                gridos_setup::wait::deployment_is_rolled_out(&d),
+                "{ns}/{:?} rolled out",
+                d.metadata.name
+            );
         }
     }
 }
 
 async fn controller_service(c: &Client) -> Service {
-    Api::<Service>::namespaced(c.clone(), "ingress-nginx").get("ingress-nginx-controller").await.unwrap()
+    Api::<Service>::namespaced(c.clone(), "ingress-nginx")
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn cluster_install_each_profile_then_rerun_changes_nothing() {
     let _lock = cluster_lock().await;
     let c = client().await;
-    for (profile, range) in [("nginx", "203.0.113."), ("appgw", "198.51.100."), ("frontdoor", "203.0.113.")] {
+    for (profile, range) in [
+        ("nginx", "203.0.113."),
+        ("appgw", "198.51.100."),
+        ("frontdoor", "203.0.113."),
+    ] {
         reset(&c).await;
         let text = ok(&install(profile, &[]));
-        assert!(text.contains(" created, 0 configured, 0 unchanged"), "{profile}: {text}");
-        let address = text.lines().find_map(|l| l.split("Ingress address").nth(1)).unwrap_or_else(|| panic!("{text}"));
-        assert!(address.contains(range), "{profile}: address from {range}: {address}");
+        assert!(
+            text.contains(" created, 0 configured, 0 unchanged"),
+            "{profile}: {text}"
+        );
+        let address = text
+            .lines()
+            .find_map(|l| l.split("Ingress address").nth(1))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            address.contains(range),
+            "{profile}: address from {range}: {address}"
+        );
         let svc = controller_service(&c).await;
         let ip = gridos_setup::wait::service_address(&svc).unwrap();
-        assert!(address.contains(&ip), "the printed address is the Service's: {address} vs {ip}");
+        assert!(
+            address.contains(&ip),
+            "the printed address is the Service's: {address} vs {ip}"
+        );
         all_deployments_available(&c).await;
 
         let before = member_versions(&c).await;
         assert!(before.len() > 30, "{} members", before.len());
         let again = ok(&install(profile, &[]));
-        assert!(again.contains(&format!("0 created, 0 configured, {} unchanged, 0 pruned", before.len())), "{profile}: {again}");
-        assert_eq!(member_versions(&c).await, before, "{profile}: no resourceVersion moved");
-        let plan = gridos_k(&["plan", "--profile", profile, "--host", HOST, "--detailed-exitcode"]);
-        assert_eq!(plan.status.code(), Some(0), "plan after install: {}", stdout(&plan));
+        assert!(
+            again.contains(&format!(
+                "0 created, 0 configured, {} unchanged, 0 pruned",
+                before.len()
+            )),
+            "{profile}: {again}"
+        );
+        assert_eq!(
+            member_versions(&c).await,
+            before,
+            "{profile}: no resourceVersion moved"
+        );
+        let plan = gridos_k(&[
+            "plan",
+            "--profile",
+            profile,
+            "--host",
+            HOST,
+            "--detailed-exitcode",
+        ]);
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "plan after install: {}",
+            stdout(&plan)
+        );
     }
 }
 
@@ -89,35 +160,85 @@ async fn cluster_drift_is_repaired_and_foreign_labels_stay() {
     ok(&install("nginx", &[]));
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), "ingress-nginx");
     deployments
-        .patch("ingress-nginx-controller", &PatchParams::apply("someone").force(), &Patch::Apply(serde_json::json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 0}
-        })))
+        .patch(
+            "ingress-nginx-controller",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 0}
+            })),
+        )
         .await
         .unwrap();
-    Api::<Deployment>::namespaced(c.clone(), "flagger-system").delete("flagger", &Default::default()).await.unwrap();
+    Api::<Deployment>::namespaced(c.clone(), "flagger-system")
+        .delete("flagger", &Default::default())
+        .await
+        .unwrap();
     let namespaces: Api<Namespace> = Api::all(c.clone());
     namespaces
-        .patch("flagger-system", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"team": "sre"}}})))
+        .patch(
+            "flagger-system",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"team": "sre"}}})),
+        )
         .await
         .unwrap();
-    let plan = gridos_k(&["plan", "--profile", "nginx", "--host", HOST, "--detailed-exitcode", "--show-objects"]);
-    assert_eq!(plan.status.code(), Some(4), "plan sees the drift: {}", stdout(&plan));
+    let plan = gridos_k(&[
+        "plan",
+        "--profile",
+        "nginx",
+        "--host",
+        HOST,
+        "--detailed-exitcode",
+        "--show-objects",
+    ]);
+    assert_eq!(
+        plan.status.code(),
+        Some(4),
+        "plan sees the drift: {}",
+        stdout(&plan)
+    );
     let plan_text = stdout(&plan);
-    assert!(plan_text.contains("Deployment/flagger-system/flagger created"), "{plan_text}");
+    assert!(
+        plan_text.contains("Deployment/flagger-system/flagger created"),
+        "{plan_text}"
+    );
 
     // A dry run reports the same and writes nothing.
     let dry = ok(&install("nginx", &["--dry-run"]));
     assert!(dry.contains("1 would be created"), "{dry}");
-    assert!(Api::<Deployment>::namespaced(c.clone(), "flagger-system").get_opt("flagger").await.unwrap().is_none());
+    assert!(
+        Api::<Deployment>::namespaced(c.clone(), "flagger-system")
+            .get_opt("flagger")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let text = ok(&install("nginx", &[]));
     assert!(text.contains("1 created"), "flagger is back: {text}");
     let d = deployments.get("ingress-nginx-controller").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(2), "replicas restored");
     all_deployments_available(&c).await;
-    let labels = namespaces.get("flagger-system").await.unwrap().metadata.labels.unwrap();
-    assert_eq!(labels.get("team").map(String::as_str), Some("sre"), "a label someone else added stays");
-    let plan = gridos_k(&["plan", "--profile", "nginx", "--host", HOST, "--detailed-exitcode"]);
+    let labels = namespaces
+        .get("flagger-system")
+        .await
+        .unwrap()
+        .metadata
+        .labels
+        .unwrap();
+    assert_eq!(
+        labels.get("team").map(String::as_str),
+        Some("sre"),
+        "a label someone else added stays"
+    );
+    let plan = gridos_k(&[
+        "plan",
+        "--profile",
+        "nginx",
+        "--host",
+        HOST,
+        "--detailed-exitcode",
+    ]);
     assert_eq!(plan.status.code(), Some(0), "converged: {}", stdout(&plan));
 }
 
@@ -130,10 +251,21 @@ async fn cluster_switching_profile_and_turning_off_the_service_monitor_prunes_on
     let text = ok(&install("nginx", &[]));
     assert!(text.contains("203.0.113."), "{text}");
     let sm_api = |c: &Client| {
-        let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"));
+        let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+        ));
         Api::<DynamicObject>::namespaced_with(c.clone(), "ingress-nginx", &ar)
     };
-    assert!(sm_api(&c).get_opt("ingress-nginx-controller").await.unwrap().is_some(), "ServiceMonitor applied");
+    assert!(
+        sm_api(&c)
+            .get_opt("ingress-nginx-controller")
+            .await
+            .unwrap()
+            .is_some(),
+        "ServiceMonitor applied"
+    );
     // Objects that are not members: one in a managed namespace, one with a member's name elsewhere.
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "ingress-nginx");
     cms.patch("team-notes", &PatchParams::apply("someone"), &Patch::Apply(serde_json::json!({
@@ -143,15 +275,35 @@ async fn cluster_switching_profile_and_turning_off_the_service_monitor_prunes_on
     .unwrap();
 
     let text = ok(&install("appgw", &["--set", "serviceMonitor.enabled=off"]));
-    assert!(text.contains("1 pruned"), "the ServiceMonitor is pruned: {text}");
-    assert!(text.contains("198.51.100."), "the new, internal address is reported: {text}");
+    assert!(
+        text.contains("1 pruned"),
+        "the ServiceMonitor is pruned: {text}"
+    );
+    assert!(
+        text.contains("198.51.100."),
+        "the new, internal address is reported: {text}"
+    );
     let svc = controller_service(&c).await;
     assert_eq!(
-        svc.metadata.annotations.unwrap().get("service.beta.kubernetes.io/azure-load-balancer-internal").map(String::as_str),
+        svc.metadata
+            .annotations
+            .unwrap()
+            .get("service.beta.kubernetes.io/azure-load-balancer-internal")
+            .map(String::as_str),
         Some("true")
     );
-    assert!(sm_api(&c).get_opt("ingress-nginx-controller").await.unwrap().is_none(), "ServiceMonitor gone");
-    assert!(cms.get_opt("team-notes").await.unwrap().is_some(), "a non-member is never touched");
+    assert!(
+        sm_api(&c)
+            .get_opt("ingress-nginx-controller")
+            .await
+            .unwrap()
+            .is_none(),
+        "ServiceMonitor gone"
+    );
+    assert!(
+        cms.get_opt("team-notes").await.unwrap().is_some(),
+        "a non-member is never touched"
+    );
 }
 
 #[tokio::test]
@@ -162,23 +314,47 @@ async fn cluster_service_monitor_follows_the_groups_the_cluster_serves() {
     reset(&c).await;
     let out = install("nginx", &[]);
     ok(&out);
-    assert!(stderr(&out).contains("skipping the ServiceMonitor"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("skipping the ServiceMonitor"),
+        "{}",
+        stderr(&out)
+    );
     // Only Azure Monitor's group: applied with it.
     reset(&c).await;
     apply_fixture(&c, "servicemonitor-crd-azmonitoring.yaml").await;
     let out = install("nginx", &["-o", "json"]);
     let text = ok(&out);
     assert!(text.contains("\"id\":\"ServiceMonitor/ingress-nginx/ingress-nginx-controller\",\"result\":\"created\""), "{text}");
-    let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("azmonitoring.coreos.com", "v1", "ServiceMonitor"));
-    let sm = Api::<DynamicObject>::namespaced_with(c.clone(), "ingress-nginx", &ar).get("ingress-nginx-controller").await.unwrap();
+    let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "azmonitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+    ));
+    let sm = Api::<DynamicObject>::namespaced_with(c.clone(), "ingress-nginx", &ar)
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap();
     assert_eq!(sm.data["spec"]["endpoints"][0]["honorLabels"], true);
     // prometheus-operator's group as well: the configured (default) group wins.
     reset(&c).await;
     apply_fixture(&c, "servicemonitor-crd.yaml").await;
     let text = ok(&install("nginx", &["-o", "json"]));
-    assert!(text.contains("ServiceMonitor/ingress-nginx/ingress-nginx-controller"), "{text}");
-    let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"));
-    assert!(Api::<DynamicObject>::namespaced_with(c.clone(), "ingress-nginx", &ar).get_opt("ingress-nginx-controller").await.unwrap().is_some());
+    assert!(
+        text.contains("ServiceMonitor/ingress-nginx/ingress-nginx-controller"),
+        "{text}"
+    );
+    let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+    ));
+    assert!(
+        Api::<DynamicObject>::namespaced_with(c.clone(), "ingress-nginx", &ar)
+            .get_opt("ingress-nginx-controller")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -188,9 +364,13 @@ async fn cluster_an_object_of_another_manager_is_not_taken_over_silently() {
     reset(&c).await;
     let namespaces: Api<Namespace> = Api::all(c.clone());
     namespaces
-        .patch("ingress-nginx", &PatchParams::apply("helm"), &Patch::Apply(serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}
-        })))
+        .patch(
+            "ingress-nginx",
+            &PatchParams::apply("helm"),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}
+            })),
+        )
         .await
         .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "ingress-nginx");
@@ -203,13 +383,27 @@ async fn cluster_an_object_of_another_manager_is_not_taken_over_silently() {
     let out = install("nginx", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{err}"));
-    for part in ["ConfigMap/ingress-nginx/ingress-nginx-controller", "\"helm\"", "--force-conflicts"] {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for part in [
+        "ConfigMap/ingress-nginx/ingress-nginx-controller",
+        "\"helm\"",
+        "--force-conflicts",
+    ] {
         assert!(line.contains(part), "{line:?} names {part}");
     }
     ok(&install("nginx", &["--force-conflicts"]));
     let cm = cms.get("ingress-nginx-controller").await.unwrap();
-    assert_eq!(cm.data.unwrap().get("allow-snippet-annotations").map(String::as_str), Some("false"), "taken over");
+    assert_eq!(
+        cm.data
+            .unwrap()
+            .get("allow-snippet-annotations")
+            .map(String::as_str),
+        Some("false"),
+        "taken over"
+    );
 }
 
 #[tokio::test]
@@ -227,12 +421,23 @@ async fn cluster_timeout_waiting_for_the_address_exits_3_naming_the_service() {
     let t = Instant::now();
     let out = install("nginx", &["--timeout", "20s"]);
     let took = t.elapsed();
-    let _ = standin.delete("gridos-lb-standin", &Default::default()).await;
+    let _ = standin
+        .delete("gridos-lb-standin", &Default::default())
+        .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(took < Duration::from_secs(25), "exits within 25 s, took {took:?}");
+    assert!(
+        took < Duration::from_secs(25),
+        "exits within 25 s, took {took:?}"
+    );
     let err = stderr(&out);
-    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{err}"));
-    assert!(line.contains("Service ingress-nginx/ingress-nginx-controller"), "{line}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("Service ingress-nginx/ingress-nginx-controller"),
+        "{line}"
+    );
     assert!(line.contains("--timeout"), "{line}");
     // Once the address comes, a re-run converges.
     ok(&install("nginx", &[]));
@@ -244,15 +449,30 @@ async fn cluster_json_output_is_one_object_per_line_ending_with_the_summary() {
     let c = client().await;
     reset(&c).await;
     let text = ok(&install("frontdoor", &["-o", "json"]));
-    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["profile"], "frontdoor");
-    assert!(summary["address"].as_str().unwrap().starts_with("203.0.113."));
+    assert!(
+        summary["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("203.0.113.")
+    );
     let objects = summary["objects"].as_array().unwrap();
     let members = member_versions(&c).await;
-    assert_eq!(objects.len(), members.len(), "the summary lists every applied object");
+    assert_eq!(
+        objects.len(),
+        members.len(),
+        "the summary lists every applied object"
+    );
     assert!(objects.iter().all(|o| o["result"] == "created"));
-    assert!(events.iter().any(|e| e["event"] == "target"), "the cluster is named before the first write");
+    assert!(
+        events.iter().any(|e| e["event"] == "target"),
+        "the cluster is named before the first write"
+    );
     assert!(summary["durations"]["total_ms"].as_u64().unwrap() > 0);
 }

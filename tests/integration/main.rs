@@ -9,3 +9,4 @@ mod install;
 mod render_cli;
 mod render_cluster;
 mod testenv;
+mod wiring;

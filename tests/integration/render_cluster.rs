@@ -23,7 +23,11 @@ fn rendered(profile: &str, sets: &[&str]) -> Vec<Object> {
     };
     let v = resolve(&req).expect("values");
     // With the ApplySet label, as install applies them, so `reset` finds what these tests leave.
-    render(&v, &RenderInputs::offline(&v)).expect("render").iter().map(with_membership).collect()
+    render(&v, &RenderInputs::offline(&v))
+        .expect("render")
+        .iter()
+        .map(with_membership)
+        .collect()
 }
 
 fn fixture(name: &str) -> Object {

@@ -123,27 +123,49 @@ pub async fn reset(c: &Client) {
     use kube::runtime::wait::conditions;
 
     let dp = DeleteParams::default();
-    let member = ListParams::default().labels(&format!("{}={}", gridos_setup::apply::PART_OF, gridos_setup::apply::applyset_id()));
+    let member = ListParams::default().labels(&format!(
+        "{}={}",
+        gridos_setup::apply::PART_OF,
+        gridos_setup::apply::applyset_id()
+    ));
     async fn delete_all<K>(api: Api<K>, lp: &ListParams)
     where
         K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     {
         if let Ok(list) = api.list(lp).await {
             for o in list.items {
-                let _ = api.delete(&o.meta().name.clone().unwrap_or_default(), &DeleteParams::default()).await;
+                let _ = api
+                    .delete(
+                        &o.meta().name.clone().unwrap_or_default(),
+                        &DeleteParams::default(),
+                    )
+                    .await;
             }
         }
     }
     delete_all(Api::<ClusterRole>::all(c.clone()), &member).await;
     delete_all(Api::<ClusterRoleBinding>::all(c.clone()), &member).await;
     delete_all(Api::<IngressClass>::all(c.clone()), &member).await;
-    delete_all(Api::<ValidatingWebhookConfiguration>::all(c.clone()), &member).await;
-    let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system").delete("gridos-setup", &dp).await;
-    let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system").delete("gridos-lb-standin", &dp).await;
+    delete_all(
+        Api::<ValidatingWebhookConfiguration>::all(c.clone()),
+        &member,
+    )
+    .await;
+    let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+        .delete("gridos-setup", &dp)
+        .await;
+    let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+        .delete("gridos-lb-standin", &dp)
+        .await;
     let namespaces: Api<Namespace> = Api::all(c.clone());
     let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
-    let crd_names = ["canaries.flagger.app", "metrictemplates.flagger.app", "alertproviders.flagger.app",
-        "servicemonitors.monitoring.coreos.com", "servicemonitors.azmonitoring.coreos.com"];
+    let crd_names = [
+        "canaries.flagger.app",
+        "metrictemplates.flagger.app",
+        "alertproviders.flagger.app",
+        "servicemonitors.monitoring.coreos.com",
+        "servicemonitors.azmonitoring.coreos.com",
+    ];
     // All at once: each takes ~10 s (the namespace controller re-checks after the pods' grace period).
     let mut gone = Vec::new();
     for name in ["ingress-nginx", "flagger-system", "gridos", "other-app"] {
@@ -153,29 +175,62 @@ pub async fn reset(c: &Client) {
         }
     }
     futures::future::join_all(gone.iter().map(|(name, uid)| {
-        wait_for(namespaces.clone(), name, 120, "namespace deleted", conditions::is_deleted(uid))
+        wait_for(
+            namespaces.clone(),
+            name,
+            120,
+            "namespace deleted",
+            conditions::is_deleted(uid),
+        )
     }))
     .await;
     for name in crd_names {
         if let Ok(Some(crd)) = crds.get_opt(name).await {
             let _ = crds.delete(name, &dp).await;
             let uid = crd.metadata.uid.unwrap_or_default();
-            wait_for(crds.clone(), name, 60, &format!("CRD {name} deleted"), conditions::is_deleted(&uid)).await;
+            wait_for(
+                crds.clone(),
+                name,
+                60,
+                &format!("CRD {name} deleted"),
+                conditions::is_deleted(&uid),
+            )
+            .await;
         }
     }
 }
 
 /// Applies a YAML fixture (server-side apply, manager `test-fixture`) and waits for CRDs to be Established.
 pub async fn apply_fixture(c: &Client, name: &str) {
-    let path = format!("{}/tests/integration/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let data: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let obj = gridos_setup::render::Object { template: name.into(), data };
+    let path = format!(
+        "{}/tests/integration/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let data: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let obj = gridos_setup::render::Object {
+        template: name.into(),
+        data,
+    };
     let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
     let (ar, _) = resolver.resolve(&obj).unwrap();
     let api: Api<kube::api::DynamicObject> = Api::all_with(c.clone(), &ar);
-    api.patch(obj.name(), &kube::api::PatchParams::apply("test-fixture"), &kube::api::Patch::Apply(&obj.data)).await.unwrap();
+    api.patch(
+        obj.name(),
+        &kube::api::PatchParams::apply("test-fixture"),
+        &kube::api::Patch::Apply(&obj.data),
+    )
+    .await
+    .unwrap();
     if obj.kind() == "CustomResourceDefinition" {
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(c.clone());
-        wait_for(crds, obj.name(), 30, "fixture CRD Established", kube::runtime::wait::conditions::is_crd_established()).await;
+        wait_for(
+            crds,
+            obj.name(),
+            30,
+            "fixture CRD Established",
+            kube::runtime::wait::conditions::is_crd_established(),
+        )
+        .await;
     }
 }
