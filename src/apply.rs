@@ -28,6 +28,7 @@ const TOOLING: &str = "applyset.kubernetes.io/tooling";
 const GROUP_KINDS: &str = "applyset.kubernetes.io/contains-group-kinds";
 const NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
 const MEMBERS_KEY: &str = "members";
+const CREATED_NAMESPACES_KEY: &str = "created-namespaces";
 /// Objects applied at once within a wave: enough to hide latency, few enough not to be throttled.
 const CONCURRENCY: usize = 8;
 /// Fields another controller owns by design; when they are the only conflict, gridos-setup lets go of them.
@@ -339,6 +340,8 @@ pub struct ApplySetRecord {
     pub members: BTreeSet<String>,
     pub group_kinds: BTreeSet<String>,
     pub namespaces: BTreeSet<String>,
+    /// Namespaces gridos-setup created (not merely adopted): only these may uninstall delete.
+    pub created_namespaces: BTreeSet<String>,
     /// The cluster's revision when the record was read: objects at or below it were not written since.
     pub revision: Option<u64>,
     pub exists: bool,
@@ -395,19 +398,20 @@ pub async fn read_record(client: &Client) -> Result<ApplySetRecord, ApplyError> 
             })
             .unwrap_or_default()
     };
-    let members = cm
-        .data
-        .unwrap_or_default()
-        .get(MEMBERS_KEY)
-        .map(|m| {
-            m.lines()
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let data = cm.data.unwrap_or_default();
+    let lines = |k: &str| -> BTreeSet<String> {
+        data.get(k)
+            .map(|m| {
+                m.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     Ok(ApplySetRecord {
-        members,
+        members: lines(MEMBERS_KEY),
+        created_namespaces: lines(CREATED_NAMESPACES_KEY),
         group_kinds: split(GROUP_KINDS),
         namespaces: split(NAMESPACES),
         revision,
@@ -426,6 +430,7 @@ pub fn record_for(objects: &[Object]) -> ApplySetRecord {
             .map(String::from)
             .filter(|n| n != PARENT_NAMESPACE)
             .collect(),
+        created_namespaces: BTreeSet::new(),
         revision: None,
         exists: true,
     }
@@ -442,6 +447,7 @@ pub async fn write_record(
         && have.members == want.members
         && have.group_kinds == want.group_kinds
         && have.namespaces == want.namespaces
+        && have.created_namespaces == want.created_namespaces
     {
         return Ok(false);
     }
@@ -459,7 +465,10 @@ pub async fn write_record(
                 NAMESPACES: join(&want.namespaces),
             },
         },
-        "data": { MEMBERS_KEY: want.members.iter().cloned().collect::<Vec<_>>().join("\n") },
+        "data": {
+            MEMBERS_KEY: want.members.iter().cloned().collect::<Vec<_>>().join("\n"),
+            CREATED_NAMESPACES_KEY: want.created_namespaces.iter().cloned().collect::<Vec<_>>().join("\n"),
+        },
     });
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
@@ -476,6 +485,11 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
         members: a.members.union(&b.members).cloned().collect(),
         group_kinds: a.group_kinds.union(&b.group_kinds).cloned().collect(),
         namespaces: a.namespaces.union(&b.namespaces).cloned().collect(),
+        created_namespaces: a
+            .created_namespaces
+            .union(&b.created_namespaces)
+            .cloned()
+            .collect(),
         revision: None,
         exists: true,
     }

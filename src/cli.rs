@@ -119,6 +119,29 @@ pub enum Command {
         #[arg(long)]
         show_objects: bool,
     },
+    /// Show what is installed: components ready/desired, the address, each Canary's phase and weight.
+    #[command(
+        after_help = "Examples:\n  gridos-setup status\n  gridos-setup status -o json | jq .canaries"
+    )]
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Delete what gridos-setup installed (its ApplySet), in reverse order, and wait until it is gone.
+    #[command(
+        after_help = "Examples:\n  gridos-setup uninstall --yes\n  gridos-setup uninstall --yes --purge-crds   # also deletes every Canary"
+    )]
+    Uninstall {
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Also delete Flagger's CRDs, and with them every Canary, MetricTemplate and AlertProvider.
+        #[arg(long)]
+        purge_crds: bool,
+        /// How long to wait for everything to be gone.
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        timeout: String,
+    },
     /// Print the complete install for a profile as multi-document YAML, without touching a cluster.
     #[command(
         after_help = "Example:\n  gridos-setup render --profile nginx --host app.example.com > install.yaml"
@@ -126,6 +149,14 @@ pub enum Command {
     Render {
         #[command(flatten)]
         values: ValuesArgs,
+    },
+    /// Wait for Flagger's verdict on a canary rollout, to gate a pipeline on it.
+    #[command(
+        after_help = "Examples:\n  gridos-setup canary wait                       # the gridos Canary in namespace gridos\n  gridos-setup canary wait podinfo -n test --timeout 30m -o json"
+    )]
+    Canary {
+        #[command(subcommand)]
+        action: CanaryAction,
     },
     /// List the built-in profiles, or show one profile's values.
     #[command(
@@ -141,6 +172,28 @@ pub enum Command {
 pub enum ProfilesAction {
     /// Print every value of one profile (the defaults it starts from included).
     Show { profile: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CanaryAction {
+    /// Watch a Canary until Flagger promotes it (exit 0) or rolls it back (exit 1); exit 3 at the deadline.
+    Wait {
+        /// The Canary's name.
+        #[arg(default_value = gridos_setup::canary::DEFAULT_NAME)]
+        name: String,
+        /// The Canary's namespace.
+        #[arg(short = 'n', long, default_value = gridos_setup::canary::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// How long to wait for the verdict, e.g. 90s, 10m, 1h.
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        timeout: String,
+        /// Exit 0 when no rollout is in progress (Initializing or Initialized) instead of waiting for one.
+        #[arg(long)]
+        allow_idle: bool,
+        /// Output: text for people, json (one event per change, then a summary object) for pipelines.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 fn write_stdout(text: &str) -> Result<(), Error> {
@@ -222,13 +275,47 @@ fn format_of(o: Output) -> OutputFormat {
     }
 }
 
-/// Prints the end of a run: the summary object with `-o json`, counts and the address as text.
-fn print_summary(summary: &Summary, format: OutputFormat, list_objects: bool) -> Result<(), Error> {
+/// Whether a program is on PATH, as `which` would say.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Prints the end of a run: the summary object with `-o json`, counts and the address as text;
+/// after an install (not a plan), the DNS records and next steps for the profile.
+fn print_summary(
+    summary: &Summary,
+    format: OutputFormat,
+    list_objects: bool,
+    with_guidance: bool,
+) -> Result<(), Error> {
+    let guidance = with_guidance.then(|| {
+        gridos_setup::guidance::guidance(&gridos_setup::guidance::GuidanceInput {
+            values: &summary.values,
+            address: summary.address.as_deref(),
+            az_available: on_path("az"),
+            dns_zone: None,
+        })
+    });
     match format {
         OutputFormat::Json => {
             let mut v = serde_json::to_value(summary).unwrap_or_default();
             if let Some(m) = v.as_object_mut() {
                 m.insert("event".into(), "summary".into());
+                if let Some(g) = &guidance {
+                    m.insert(
+                        "dns".into(),
+                        serde_json::to_value(&g.dns).unwrap_or_default(),
+                    );
+                    m.insert(
+                        "next_steps".into(),
+                        serde_json::to_value(&g.next_steps).unwrap_or_default(),
+                    );
+                    m.insert(
+                        "warnings".into(),
+                        serde_json::to_value(&g.warnings).unwrap_or_default(),
+                    );
+                }
             }
             write_stdout(&format!("{v}\n"))
         }
@@ -255,6 +342,10 @@ fn print_summary(summary: &Summary, format: OutputFormat, list_objects: bool) ->
                     "public"
                 };
                 text.push_str(&format!("Ingress address ({scope}): {a}\n"));
+            }
+            if let Some(g) = &guidance {
+                text.push('\n');
+                text.push_str(&gridos_setup::guidance::to_text(g));
             }
             write_stdout(&text)
         }
@@ -293,7 +384,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             let summary = install::install(&req, reporter.as_ref()).await;
             reporter.finish();
             let summary = summary?;
-            print_summary(&summary, format, false)?;
+            print_summary(&summary, format, false, !summary.dry_run)?;
             return Ok(exit::OK);
         }
         Command::Plan {
@@ -308,12 +399,73 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 OutputFormat::Text => Box::new(progress::Recorder::default()),
             };
             let summary = install::install(&req, reporter.as_ref()).await?;
-            print_summary(&summary, format, *show_objects)?;
+            print_summary(&summary, format, *show_objects, false)?;
             return Ok(if *detailed_exitcode && summary.changed() {
                 exit::CHANGES
             } else {
                 exit::OK
             });
+        }
+        Command::Status { output } => {
+            let report = gridos_setup::status::status(&connect_request(&args)).await?;
+            match output {
+                Output::Json => write_stdout(&format!(
+                    "{}\n",
+                    serde_json::to_string(&report).unwrap_or_default()
+                ))?,
+                Output::Text => write_stdout(&report.to_text())?,
+            }
+            return Ok(if report.healthy() {
+                exit::OK
+            } else {
+                exit::FAILED
+            });
+        }
+        Command::Uninstall {
+            yes,
+            purge_crds,
+            timeout,
+        } => {
+            let timeout = parse_duration("--timeout", timeout)?;
+            if !*yes {
+                if !terminal {
+                    return Err(InputError::NeedsYes.into());
+                }
+                let what = if *purge_crds {
+                    "Delete everything gridos-setup installed, including Flagger's CRDs and with them EVERY Canary, MetricTemplate and AlertProvider?"
+                } else {
+                    "Delete everything gridos-setup installed (Flagger's CRDs and Canaries stay)?"
+                };
+                if !confirm(what) {
+                    eprintln!("Nothing was changed.");
+                    return Ok(exit::FAILED);
+                }
+            }
+            let req = gridos_setup::uninstall::UninstallRequest {
+                connect: connect_request(&args),
+                purge_crds: *purge_crds,
+                timeout,
+            };
+            let summary = gridos_setup::uninstall::uninstall(&req).await?;
+            let mut text = String::new();
+            if summary.nothing_installed {
+                text.push_str(
+                    "Nothing to uninstall: gridos-setup has not installed anything here.\n",
+                );
+            }
+            for id in &summary.deleted {
+                text.push_str(&format!("{id} deleted\n"));
+            }
+            for (id, why) in &summary.kept {
+                text.push_str(&format!("{id} kept: {why}\n"));
+            }
+            text.push_str(&format!(
+                "{} deleted, {} kept\n",
+                summary.deleted.len(),
+                summary.kept.len()
+            ));
+            write_stdout(&text)?;
+            return Ok(exit::OK);
         }
         Command::Render { values } => {
             let req = values.request();
@@ -324,6 +476,26 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             let v = profile::resolve(&req)?;
             let objects = render::render(&v, &render::RenderInputs::offline(&v))?;
             write_stdout(&render::to_yaml(&objects)?)?;
+        }
+        Command::Canary {
+            action:
+                CanaryAction::Wait {
+                    name,
+                    namespace,
+                    timeout,
+                    allow_idle,
+                    output,
+                },
+        } => {
+            let req = gridos_setup::canary::WaitRequest {
+                connect: connect_request(&args),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                timeout: parse_duration("--timeout", timeout)?,
+                allow_idle: *allow_idle,
+            };
+            let terminal = std::io::stderr().is_terminal();
+            return gridos_setup::canary::wait_and_report(&req, format_of(*output), terminal).await;
         }
         Command::Profiles { action: None } => {
             let mut text = String::new();

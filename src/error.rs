@@ -104,6 +104,8 @@ pub enum Error {
     Apply(#[from] crate::apply::ApplyError),
     #[error(transparent)]
     Wait(#[from] crate::wait::WaitError),
+    #[error(transparent)]
+    Canary(#[from] crate::canary::CanaryError),
     /// The cluster cannot take this install as asked (a missing CRD the values require, ...).
     #[error("{problem}")]
     Preflight { problem: String, hint: String },
@@ -120,6 +122,7 @@ impl Error {
             Error::Input(_) => exit::USAGE,
             Error::Connect(e) if e.is_input() => exit::USAGE,
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
+            Error::Canary(e) => e.exit_code(),
             _ => exit::FAILED,
         }
     }
@@ -131,6 +134,7 @@ impl Error {
             Error::Connect(e) => Some(e.hint()),
             Error::Apply(e) => Some(e.hint()),
             Error::Wait(e) => Some(e.hint()),
+            Error::Canary(e) => Some(e.hint()),
             Error::Preflight { hint, .. } => Some(hint.clone()),
             Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }

@@ -3,7 +3,7 @@
 //! Everything is validated and rendered before the first write. The first write widens the
 //! ApplySet record, so an interrupted run can always be resumed and pruned by the next one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ pub struct Summary {
     pub objects: Vec<ObjectResult>,
     pub notices: Vec<String>,
     pub durations: Durations,
+    /// The values the run used, for the guidance printed after it.
+    #[serde(skip)]
+    pub values: Values,
 }
 
 impl Summary {
@@ -490,6 +493,35 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
     let foundation = wave(Wave::Foundation);
     let applied = run.apply_wave(&foundation).await?;
     apply_time += t.elapsed();
+    // Namespaces this run created may later be deleted by uninstall; record them at once, so an
+    // interrupted run does not forget them.
+    let created: BTreeSet<String> = foundation
+        .iter()
+        .zip(&applied)
+        .filter(|(o, a)| {
+            o.kind() == "Namespace" && apply::outcome(&p.record, o, a) == Outcome::Created
+        })
+        .map(|(o, _)| o.name().to_string())
+        .collect();
+    let mut now_record = now_record;
+    now_record.created_namespaces = p
+        .record
+        .created_namespaces
+        .iter()
+        .filter(|n| now_record.members.contains(&format!("v1 Namespace - {n}")))
+        .cloned()
+        .chain(created.iter().cloned())
+        .collect();
+    if !req.dry_run && !created.is_empty() {
+        let widened = apply::union(&p.record, &now_record);
+        apply::write_record(
+            &p.client,
+            &apply::union(&p.record, &apply::record_for(&p.objects)),
+            &widened,
+            false,
+        )
+        .await?;
+    }
     if !req.dry_run {
         let t = Instant::now();
         let pending: Vec<_> = foundation
@@ -669,6 +701,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         internal,
         objects: run.results,
         notices: p.notices,
+        values: p.values.clone(),
         durations: Durations {
             total_ms: ms(t0.elapsed()),
             apply_ms: ms(apply_time),

@@ -5,11 +5,15 @@
 //! library never sees clap types.
 
 pub mod apply;
+pub mod canary;
 pub mod certs;
 pub mod cluster;
 pub mod error;
+pub mod guidance;
 pub mod install;
 pub mod profile;
 pub mod progress;
 pub mod render;
+pub mod status;
+pub mod uninstall;
 pub mod wait;

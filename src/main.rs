@@ -33,7 +33,8 @@ fn main() -> ExitCode {
 /// `-v` info, `-vv` debug; otherwise only warnings. Logs go to stderr, never stdout.
 fn init_tracing(verbose: u8) {
     let level = match verbose {
-        0 => "warn",
+        // kube's own reconnect messages would repeat what gridos-setup reports itself.
+        0 => "warn,kube_client=off,kube_runtime=off",
         1 => "info",
         _ => "debug",
     };

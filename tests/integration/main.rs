@@ -5,7 +5,10 @@
 
 mod util;
 
+mod canary;
+mod guidance;
 mod install;
+mod operate;
 mod render_cli;
 mod render_cluster;
 mod testenv;
