@@ -576,39 +576,37 @@ pub fn check_host(host: &str) -> Result<(), InputError> {
     if !host.contains('.') {
         return bad("it needs a domain, e.g. app.example.com");
     }
-    for label in host.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return bad("each dot-separated part must have 1 to 63 characters");
-        }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return bad("only lower-case letters, digits, '-' and '.' are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return bad("a part may not start or end with '-'");
-        }
+    match host.split('.').find_map(label_problem) {
+        Some(reason) => bad(reason),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// What is wrong with an RFC 1123 label (a namespace name, a part of a host name), if anything.
+fn label_problem(label: &str) -> Option<&'static str> {
+    if label.is_empty() || label.len() > 63 {
+        Some("each dot-separated part must have 1 to 63 characters")
+    } else if !label
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        Some("only lower-case letters, digits, '-' and '.' are allowed")
+    } else if label.starts_with('-') || label.ends_with('-') {
+        Some("a part may not start or end with '-'")
+    } else {
+        None
+    }
 }
 
 fn check_label(path: &str, v: &str) -> Result<(), InputError> {
-    let ok = !v.is_empty()
-        && v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !v.starts_with('-')
-        && !v.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(out_of_range(
+    match label_problem(v) {
+        None => Ok(()),
+        Some(_) => Err(out_of_range(
             path,
             format!("{v:?}"),
             "not a valid name",
             "use lower-case letters, digits and '-', at most 63 characters",
-        ))
+        )),
     }
 }
 

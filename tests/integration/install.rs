@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 
-use crate::util::{apply_fixture, client, cluster_lock, gridos_k, reset, stderr, stdout};
+use crate::util::{apply_fixture, client, cluster_lock, gridos_k, ok, reset, stderr, stdout};
 
 const HOST: &str = "app.example.com";
 
@@ -18,17 +18,6 @@ fn install(profile: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["install", "--profile", profile, "--host", HOST, "--yes"];
     args.extend_from_slice(extra);
     gridos_k(&args)
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "exit 0; stderr:\n{}\nstdout:\n{}",
-        stderr(out),
-        stdout(out)
-    );
-    stdout(out)
 }
 
 /// Every ApplySet member's id and resourceVersion, from the parent's member list.

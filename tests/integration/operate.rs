@@ -4,18 +4,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::util::{client, cluster_lock, gridos_k, reset, stderr, stdout};
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr:\n{}\nstdout:\n{}",
-        stderr(out),
-        stdout(out)
-    );
-    stdout(out)
-}
+use crate::util::{client, cluster_lock, gridos_k, ok, reset, stderr};
 
 #[tokio::test]
 async fn cluster_status_lists_every_component_ready_and_the_canary() {

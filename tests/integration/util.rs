@@ -234,3 +234,15 @@ pub async fn apply_fixture(c: &Client, name: &str) {
         .await;
     }
 }
+
+/// Asserts exit 0 (showing both streams otherwise) and returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "exit 0; stderr:\n{}\nstdout:\n{}",
+        stderr(out),
+        stdout(out)
+    );
+    stdout(out)
+}
