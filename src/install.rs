@@ -596,10 +596,12 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
                 wait::deployment_rolled_out(&client, &ns, &name, deadline)
                     .await
                     .map(|_| ())
+                    .map_err(|e| (component, e))
             });
         }
-        if let Err(e) = try_join_all(waits).await {
-            return Err(fail_components(&run, e));
+        if let Err((component, e)) = try_join_all(waits).await {
+            run.finished(&component, State::Failed, e.to_string());
+            return Err(e.into());
         }
         wait_time += t.elapsed();
     }
@@ -708,12 +710,4 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
             wait_ms: ms(wait_time),
         },
     })
-}
-
-fn fail_components(run: &Run<'_>, e: wait::WaitError) -> Error {
-    let components: Vec<String> = run.started.keys().cloned().collect();
-    if let Some(c) = components.first() {
-        run.finished(c, State::Failed, e.to_string());
-    }
-    e.into()
 }
