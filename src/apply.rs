@@ -496,8 +496,8 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
 }
 
 /// How an applied object compares with before the run. Objects at or below the run's start revision
-/// were not written (unchanged). A written object whose apply time equals its creation time was
-/// created by this run; otherwise it was configured.
+/// were not written (unchanged). A written object whose apply time is its creation time (within the
+/// second both are stamped to) was created by this run; otherwise it was configured.
 pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -> Outcome {
     let written = match (
         before.revision,
@@ -523,7 +523,10 @@ pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -
         })
         .and_then(|m| m.time.as_ref());
     match (applied_at, applied.metadata.creation_timestamp.as_ref()) {
-        (Some(at), Some(created)) if at == created => Outcome::Created,
+        // Both are stamped during the create, to the second, at slightly different moments.
+        (Some(at), Some(created)) if at.0.duration_since(created.0).abs().as_secs() <= 1 => {
+            Outcome::Created
+        }
         (Some(_), Some(_)) => Outcome::Configured,
         _ if before.members.contains(&member_id(obj)) => Outcome::Configured,
         _ => Outcome::Created,
@@ -703,6 +706,44 @@ mod tests {
                 ("helm".to_string(), ".data.a".to_string()),
                 ("helm".to_string(), ".data.b".to_string())
             ]
+        );
+    }
+
+    fn applied(rv: &str, created: &str, applied_at: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "x", "resourceVersion": rv, "creationTimestamp": created,
+                "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "v1", "time": applied_at}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn outcomes_come_from_the_revision_and_the_apply_time() {
+        let o = obj(
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}}),
+        );
+        let before = ApplySetRecord {
+            revision: Some(100),
+            ..Default::default()
+        };
+        let t = "2026-11-26T10:00:00Z";
+        assert_eq!(
+            outcome(&before, &o, &applied("90", t, t)),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            outcome(&before, &o, &applied("101", t, t)),
+            Outcome::Created
+        );
+        // Created across a second boundary: still created.
+        assert_eq!(
+            outcome(&before, &o, &applied("101", t, "2026-11-26T10:00:01Z")),
+            Outcome::Created
+        );
+        assert_eq!(
+            outcome(&before, &o, &applied("101", t, "2026-11-26T10:05:00Z")),
+            Outcome::Configured
         );
     }
 
