@@ -158,6 +158,14 @@ pub enum Command {
         #[command(subcommand)]
         action: CanaryAction,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  gridos-setup completions bash > /etc/bash_completion.d/gridos-setup\n  gridos-setup completions zsh > \"${fpath[1]}/_gridos-setup\""
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// List the built-in profiles, or show one profile's values.
     #[command(
         after_help = "Examples:\n  gridos-setup profiles\n  gridos-setup profiles show frontdoor"
@@ -177,6 +185,9 @@ pub enum ProfilesAction {
 #[derive(Subcommand, Debug)]
 pub enum CanaryAction {
     /// Watch a Canary until Flagger promotes it (exit 0) or rolls it back (exit 1); exit 3 at the deadline.
+    #[command(
+        after_help = "Examples:\n  kubectl -n gridos set image deployment/gridos gridos=myacr.azurecr.io/gridos-api:1.4.2\n  gridos-setup canary wait --timeout 30m"
+    )]
     Wait {
         /// The Canary's name.
         #[arg(default_value = gridos_setup::canary::DEFAULT_NAME)]
@@ -476,6 +487,12 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             let v = profile::resolve(&req)?;
             let objects = render::render(&v, &render::RenderInputs::offline(&v))?;
             write_stdout(&render::to_yaml(&objects)?)?;
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "gridos-setup", &mut out);
+            write_stdout(&String::from_utf8_lossy(&out))?;
         }
         Command::Canary {
             action:

@@ -544,3 +544,53 @@ fn bad_input_service_monitor_group() {
         &["serviceMonitor.group", "azmonitoring.coreos.com"],
     );
 }
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [
+        &["install"][..],
+        &["plan"],
+        &["render"],
+        &["profiles"],
+        &["status"],
+        &["uninstall"],
+        &["canary", "wait"],
+        &["completions"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = gridos(&args);
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            stdout(&out).contains("Example"),
+            "{cmd:?} --help shows an example"
+        );
+    }
+    let v = gridos(&["--version"]);
+    assert!(stdout(&v).starts_with("gridos-setup "), "{}", stdout(&v));
+}
+
+#[test]
+fn completions_cover_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = gridos(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = stdout(&out);
+        for word in [
+            "install",
+            "plan",
+            "render",
+            "uninstall",
+            "canary",
+            "kubeconfig",
+        ] {
+            assert!(script.contains(word), "{shell} completion knows {word}");
+        }
+    }
+    let bad = gridos(&["completions", "tcsh"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
