@@ -358,15 +358,21 @@ pub fn member_id(obj: &Object) -> String {
     )
 }
 
-fn parse_member(line: &str) -> Option<(String, String, Option<String>, String)> {
+/// Reads a member id of the parent's list back (see [`member_id`]).
+pub fn parse_member(line: &str) -> Option<Stale> {
     let mut it = line.split(' ');
     let (av, kind, ns, name) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    Some((
-        av.into(),
-        kind.into(),
-        (ns != "-").then(|| ns.to_string()),
-        name.into(),
-    ))
+    Some(Stale {
+        api_version: av.into(),
+        kind: kind.into(),
+        namespace: (ns != "-").then(|| ns.to_string()),
+        name: name.into(),
+    })
+}
+
+/// The member id of a namespace, as [`member_id`] writes it.
+pub fn namespace_member_id(name: &str) -> String {
+    format!("v1 Namespace - {name}")
 }
 
 /// Reads the parent with one list request, which also yields the cluster's current revision.
@@ -533,7 +539,7 @@ pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -
     }
 }
 
-/// A member of the previous run that is no longer rendered.
+/// A recorded member, as the parent lists it: one no longer rendered is pruned.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stale {
     pub api_version: String,
@@ -557,12 +563,6 @@ pub fn stale(before: &ApplySetRecord, now: &ApplySetRecord) -> Vec<Stale> {
         .members
         .difference(&now.members)
         .filter_map(|m| parse_member(m))
-        .map(|(api_version, kind, namespace, name)| Stale {
-            api_version,
-            kind,
-            namespace,
-            name,
-        })
         .collect()
 }
 
@@ -661,8 +661,14 @@ mod tests {
         assert_eq!(member_id(&d), "apps/v1 Deployment b a");
         assert_eq!(
             parse_member(&member_id(&ns)),
-            Some(("v1".into(), "Namespace".into(), None, "a".into()))
+            Some(Stale {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: "a".into()
+            })
         );
+        assert_eq!(member_id(&ns), namespace_member_id("a"));
     }
 
     #[test]

@@ -508,7 +508,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         .record
         .created_namespaces
         .iter()
-        .filter(|n| now_record.members.contains(&format!("v1 Namespace - {n}")))
+        .filter(|n| now_record.members.contains(&apply::namespace_member_id(n)))
         .cloned()
         .chain(created.iter().cloned())
         .collect();

@@ -104,11 +104,14 @@ pub async fn status(connect: &ConnectRequest) -> Result<StatusReport, Error> {
         canaries: Vec::new(),
     };
     for m in &record.members {
-        let parts: Vec<&str> = m.split(' ').collect();
-        let [_, kind, ns, name] = parts.as_slice() else {
+        let Some(member) = apply::parse_member(m) else {
             continue;
         };
-        match *kind {
+        let (ns, name) = (
+            member.namespace.as_deref().unwrap_or_default(),
+            member.name.as_str(),
+        );
+        match member.kind.as_str() {
             "Deployment" => {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
                 if let Some(d) = api.get_opt(name).await.map_err(|e| Error::Api {

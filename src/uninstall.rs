@@ -159,13 +159,6 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             if deleted {
                 summary.deleted.push(s.id());
             }
-            remaining.members.remove(&format!(
-                "{} {} {} {}",
-                s.api_version,
-                s.kind,
-                s.namespace.as_deref().unwrap_or("-"),
-                s.name
-            ));
         }
     }
     // Wait for the deleted objects to go, so namespace content is judged on what is really left.
@@ -205,9 +198,6 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             let _ = ns_api.delete(&ns.name, &DeleteParams::background()).await;
             deleting.push((ns.name.clone(), live.metadata.uid.unwrap_or_default()));
             summary.deleted.push(id);
-            remaining
-                .members
-                .remove(&format!("v1 Namespace - {}", ns.name));
         }
     }
     let waits = deleting.iter().map(|(name, uid)| {
@@ -228,28 +218,18 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             }));
         }
     }
-    if req.purge_crds {
-        remaining
-            .members
-            .retain(|m| !m.contains(" CustomResourceDefinition "));
-    }
+    // What stays recorded is exactly what was kept; everything else is gone or was never there.
     let keep: BTreeSet<String> = summary.kept.iter().map(|(id, _)| id.clone()).collect();
-    remaining.members.retain(|m| {
-        let parts: Vec<&str> = m.split(' ').collect();
-        let id = match parts.as_slice() {
-            [_, kind, "-", name] => format!("{kind}/{name}"),
-            [_, kind, ns, name] => format!("{kind}/{ns}/{name}"),
-            _ => String::new(),
-        };
-        keep.contains(&id)
-    });
+    remaining
+        .members
+        .retain(|m| apply::parse_member(m).is_some_and(|s| keep.contains(&s.id())));
     if remaining.members.is_empty() {
         let parents: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
         let _ = parents.delete(PARENT_NAME, &DeleteParams::default()).await;
     } else {
         remaining
             .created_namespaces
-            .retain(|n| remaining.members.contains(&format!("v1 Namespace - {n}")));
+            .retain(|n| remaining.members.contains(&apply::namespace_member_id(n)));
         apply::write_record(&client, &record, &remaining, false).await?;
     }
     Ok(summary)
