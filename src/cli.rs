@@ -102,7 +102,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Apply and return without waiting for readiness or the address.
-        #[arg(long)]
+        // A dry run writes nothing, so there is nothing to not wait for: both at once is a mistake.
+        #[arg(long, conflicts_with = "dry_run")]
         no_wait: bool,
     },
     /// Show what install would create, change, leave unchanged or prune (server-side dry run).
@@ -534,4 +535,45 @@ pub async fn run(args: Args) -> Result<i32, Error> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Parses the command line; a usage error (unknown flag, conflicting flags, bad value) is printed as
+/// one line naming the problem and the fix, exit 2, like every other bad input.
+pub fn parse_args() -> Args {
+    use clap::error::ErrorKind;
+    match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                eprintln!("{}", usage_error_line(&e.render().to_string()));
+                std::process::exit(exit::USAGE)
+            }
+        },
+    }
+}
+
+/// clap's multi-line usage error as one line: the problem, clap's tip if it has one, then where to look.
+fn usage_error_line(rendered: &str) -> String {
+    let mut problem = String::new();
+    let mut tips = Vec::new();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(p) = line.strip_prefix("error:") {
+            problem = p.trim().to_string();
+        } else if let Some(t) = line.strip_prefix("tip:") {
+            tips.push(t.trim().to_string());
+        }
+    }
+    let mut text = format!("error: {problem}; ");
+    for t in tips {
+        text.push_str(&t);
+        text.push_str("; ");
+    }
+    if rendered.contains("cannot be used with") {
+        text.push_str("pass only one of them; ");
+    }
+    text.push_str("see `gridos-setup help` or the command's --help for its flags");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

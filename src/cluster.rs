@@ -39,12 +39,49 @@ pub enum ConnectError {
     NoCurrentContext { available: Vec<String> },
     #[error("kubeconfig is not usable: {reason}")]
     Invalid { reason: String },
+    /// Refused rather than honoured: an installer that writes cluster-admin objects must know whom it talks to.
+    #[error(
+        "cluster {cluster:?} in the kubeconfig sets insecure-skip-tls-verify, and gridos-setup never turns TLS verification off"
+    )]
+    InsecureSkipTls { cluster: String },
+    #[error("the kubeconfig's credential plugin {command:?} (user {user:?}) is not on PATH")]
+    ExecPluginMissing {
+        command: String,
+        user: String,
+        install_hint: Option<String>,
+    },
+    #[error("TLS verification of {server} failed: {reason}")]
+    Tls { server: String, reason: String },
+    #[error("{server} rejected the credentials of context {context:?} (401 Unauthorized)")]
+    Unauthorized { server: String, context: String },
+    #[error("getting credentials for context {context:?} failed: {reason}")]
+    Credentials { context: String, reason: String },
+    #[error("cannot reach {server}: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("{server} did not answer within {secs} s")]
+    NoAnswer { server: String, secs: u64 },
+    #[error("first request to {server} failed: {reason}")]
+    Failed { server: String, reason: String },
 }
 
 impl ConnectError {
-    /// Whether the user's input is at fault (exit 2) rather than the cluster.
+    /// Whether the user's input (kubeconfig, context, credentials) is at fault (exit 2) rather than
+    /// the cluster or the network (exit 1): exit 2 means re-running unchanged cannot help.
     pub fn is_input(&self) -> bool {
-        !matches!(self, ConnectError::Invalid { .. })
+        !matches!(
+            self,
+            ConnectError::Unreachable { .. }
+                | ConnectError::NoAnswer { .. }
+                | ConnectError::Failed { .. }
+        )
+    }
+
+    /// Failures a retry may cure (the server restarting, a network blip); used by callers that retry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Unreachable { .. } | ConnectError::NoAnswer { .. }
+        )
     }
 
     pub fn hint(&self) -> String {
@@ -52,23 +89,69 @@ impl ConnectError {
             ConnectError::NoKubeconfig { .. } => {
                 "pass --kubeconfig FILE, set KUBECONFIG, or run `az aks get-credentials`".into()
             }
-            ConnectError::Unreadable { .. } => "check the path and its permissions".into(),
+            ConnectError::Unreadable { .. } => {
+                "pass --kubeconfig with a readable kubeconfig file (`az aks get-credentials --file FILE` writes one)".into()
+            }
             ConnectError::UnknownContext { available, .. }
             | ConnectError::NoCurrentContext { available } => {
-                format!("pass --context with one of: {}", available.join(", "))
+                if available.is_empty() {
+                    "the kubeconfig has no contexts; run `az aks get-credentials` to add one".into()
+                } else {
+                    format!("pass --context with one of: {}", available.join(", "))
+                }
             }
             ConnectError::Invalid { .. } => {
                 "check the kubeconfig with `kubectl config view`".into()
             }
+            ConnectError::InsecureSkipTls { cluster } => format!(
+                "remove insecure-skip-tls-verify from cluster {cluster:?} and give its CA in certificate-authority-data (`az aks get-credentials --overwrite-existing` writes both)"
+            ),
+            ConnectError::ExecPluginMissing {
+                command,
+                install_hint,
+                ..
+            } => {
+                if command == "kubelogin" || command.ends_with("/kubelogin") {
+                    "install kubelogin with `az aks install-cli` (or put it on PATH), then re-run".into()
+                } else if let Some(h) = install_hint {
+                    format!("install {command} ({h}) or put it on PATH, then re-run")
+                } else {
+                    format!("install {command} or put it on PATH, then re-run")
+                }
+            }
+            ConnectError::Tls { .. } => {
+                "the kubeconfig's CA does not match the server's certificate: refresh the kubeconfig with `az aks get-credentials --overwrite-existing` or fix certificate-authority-data for this cluster".into()
+            }
+            ConnectError::Unauthorized { .. } => {
+                "the token or certificate is invalid or expired: refresh it with `az aks get-credentials --overwrite-existing` (and `kubelogin convert-kubeconfig` for Entra ID), then re-run".into()
+            }
+            ConnectError::Credentials { .. } => {
+                "run the kubeconfig's credential command yourself to see why it fails (`kubectl get --raw /version` does the same)".into()
+            }
+            ConnectError::Unreachable { .. } | ConnectError::NoAnswer { .. } => {
+                "check the server address in the kubeconfig and the network path to it (VPN, private cluster, firewall) with `kubectl cluster-info`".into()
+            }
+            ConnectError::Failed { .. } => {
+                "check the cluster with `kubectl get --raw /version` and re-run".into()
+            }
         }
     }
+}
+
+/// The innermost cause: kube's outer message repeats the path the error already names.
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
     if let Some(path) = &req.kubeconfig {
         return Kubeconfig::read_from(path).map_err(|e| ConnectError::Unreadable {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: innermost(&e),
         });
     }
     if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
@@ -76,7 +159,7 @@ fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
         for path in std::env::split_paths(&list).filter(|p| p.exists()) {
             let kc = Kubeconfig::read_from(&path).map_err(|e| ConnectError::Unreadable {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                reason: innermost(&e),
             })?;
             merged = Some(match merged {
                 None => kc,
@@ -100,11 +183,202 @@ fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
     }
     Kubeconfig::read_from(&default).map_err(|e| ConnectError::Unreadable {
         path: default.display().to_string(),
-        reason: e.to_string(),
+        reason: innermost(&e),
     })
 }
 
-/// Builds a client with connect and read timeouts, so an unreachable server fails in seconds.
+/// How long the first request may take in all: the connect timeout plus the server's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Whether `program` can be run: a path that is a file, or a bare name found on PATH.
+fn runnable(program: &str) -> bool {
+    if program.contains(std::path::MAIN_SEPARATOR) {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Refusals that need no network: a cluster entry that turns TLS verification off, a credential
+/// plugin that is not installed (kube would only find out at the first request, with a vaguer error).
+fn check_context(kc: &Kubeconfig, context: &str) -> Result<(), ConnectError> {
+    let Some(ctx) = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+    else {
+        return Ok(());
+    };
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.as_ref());
+    if cluster.is_some_and(|c| c.insecure_skip_tls_verify == Some(true)) {
+        return Err(ConnectError::InsecureSkipTls {
+            cluster: ctx.cluster.clone(),
+        });
+    }
+    let user = ctx.user.clone().unwrap_or_default();
+    let exec = kc
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)
+        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|a| a.exec.as_ref());
+    if let Some(command) = exec.and_then(|e| e.command.as_ref())
+        && !runnable(command)
+    {
+        return Err(ConnectError::ExecPluginMissing {
+            command: command.clone(),
+            user,
+            install_hint: exec.and_then(|e| e.install_hint.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// The credentials in a loaded config, so that no message derived from a library error can carry them.
+fn secrets_of(config: &Config) -> Vec<String> {
+    use kube::config::AuthInfo;
+    let AuthInfo {
+        token,
+        password,
+        client_key_data,
+        client_certificate_data,
+        ..
+    } = &config.auth_info;
+    use secrecy::ExposeSecret;
+    let mut out: Vec<String> = [token, password, client_key_data]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose_secret().to_string())
+        .collect();
+    out.extend(client_certificate_data.clone());
+    out.retain(|s| s.len() >= 8);
+    out
+}
+
+/// Replaces every credential in `text` with a marker.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for s in secrets {
+        for part in s.lines().map(str::trim).filter(|l| l.len() >= 8) {
+            text = text.replace(part, "[redacted]");
+        }
+        text = text.replace(s.as_str(), "[redacted]");
+    }
+    text
+}
+
+/// What the first request's failure means for the user, named the way they can act on it.
+pub fn classify(e: &kube::Error, server: &str, context: &str) -> ConnectError {
+    if let kube::Error::Api(status) = e {
+        if status.code == 401 {
+            return ConnectError::Unauthorized {
+                server: server.into(),
+                context: context.into(),
+            };
+        }
+        return ConnectError::Failed {
+            server: server.into(),
+            reason: format!("{} ({})", status.message, status.code),
+        };
+    }
+    let mut chain: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+    while let Some(next) = chain.last().and_then(|c| c.source()) {
+        chain.push(next);
+    }
+    if let Some(auth) = chain
+        .iter()
+        .find_map(|c| c.downcast_ref::<kube::client::AuthError>())
+    {
+        return ConnectError::Credentials {
+            context: context.into(),
+            reason: auth_reason(auth),
+        };
+    }
+    let messages: Vec<String> = chain.iter().map(|c| c.to_string()).collect();
+    if let Some(m) = messages.iter().find(|m| {
+        let l = m.to_lowercase();
+        l.contains("invalid peer certificate")
+            || l.contains("certificate verify failed")
+            || l.contains("unknownissuer")
+            || l.contains("notvalidforname")
+    }) {
+        // rustls's variant names are terse; say what each means for a kubeconfig.
+        let reason = if m.contains("UnknownIssuer") {
+            "the server's certificate is not signed by the kubeconfig's CA (UnknownIssuer)".into()
+        } else if m.contains("NotValidForName") {
+            "the server's certificate does not name this server (NotValidForName)".into()
+        } else {
+            m.trim_start_matches("invalid peer certificate: ")
+                .to_string()
+        };
+        return ConnectError::Tls {
+            server: server.into(),
+            reason,
+        };
+    }
+    let io_kind = chain
+        .iter()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind());
+    let innermost = messages.last().cloned().unwrap_or_default();
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => ConnectError::Unreachable {
+            server: server.into(),
+            reason: "connection refused".into(),
+        },
+        Some(std::io::ErrorKind::TimedOut) => ConnectError::NoAnswer {
+            server: server.into(),
+            secs: PROBE_TIMEOUT.as_secs(),
+        },
+        _ if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+            ConnectError::Unreachable {
+                server: server.into(),
+                reason: innermost,
+            }
+        }
+        _ => ConnectError::Failed {
+            server: server.into(),
+            reason: innermost,
+        },
+    }
+}
+
+/// A credential plugin's failure without its output: a half-written ExecCredential on stdout could
+/// hold a token, so only the status and the last line of stderr (where plugins explain) are shown.
+fn auth_reason(e: &kube::client::AuthError) -> String {
+    use kube::client::AuthError;
+    match e {
+        AuthError::AuthExecRun { cmd, out } => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
+            let last: String = last.chars().take(200).collect();
+            if last.is_empty() {
+                format!("{cmd} exited with {}", out.status)
+            } else {
+                format!("{cmd} exited with {}: {last}", out.status)
+            }
+        }
+        AuthError::AuthExecParse(_) => {
+            "the credential command's output is not an ExecCredential".into()
+        }
+        AuthError::AuthExecStart(io) => format!("cannot start the credential command: {io}"),
+        other => other.to_string(),
+    }
+}
+
+/// Builds a client with connect and read timeouts and makes the first request (`/version`), so
+/// that an unreachable server, a CA that does not match or rejected credentials fail here, before
+/// anything is rendered or written, with an error that names the cause.
 pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     let kc = load_kubeconfig(req)?;
     let available: Vec<String> = kc.contexts.iter().map(|c| c.name.clone()).collect();
@@ -116,11 +390,16 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
             });
         }
         Some(c) => c.clone(),
-        None => kc
-            .current_context
-            .clone()
-            .ok_or(ConnectError::NoCurrentContext { available })?,
+        None => kc.current_context.clone().filter(|c| !c.is_empty()).ok_or(
+            ConnectError::NoCurrentContext {
+                available: available.clone(),
+            },
+        )?,
     };
+    if !available.contains(&context) {
+        return Err(ConnectError::UnknownContext { context, available });
+    }
+    check_context(&kc, &context)?;
     let opts = KubeConfigOptions {
         context: Some(context.clone()),
         ..Default::default()
@@ -130,15 +409,50 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
         .map_err(|e| ConnectError::Invalid {
             reason: e.to_string(),
         })?;
+    let secrets = secrets_of(&config);
+    // Belt and braces: nothing in gridos-setup sets it, and the kubeconfig's flag was refused above.
+    if config.accept_invalid_certs {
+        return Err(ConnectError::InsecureSkipTls {
+            cluster: context.clone(),
+        });
+    }
     // Reads keep kube's default, which is longer than a watch's server-side timeout.
     config.connect_timeout = Some(Duration::from_secs(5));
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| ConnectError::Invalid {
-        reason: e.to_string(),
+        reason: scrub(&e.to_string(), &secrets),
     })?;
+    match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(scrub_error(classify(&e, &server, &context), &secrets)),
+        Err(_) => {
+            return Err(ConnectError::NoAnswer {
+                server,
+                secs: PROBE_TIMEOUT.as_secs(),
+            });
+        }
+    }
     Ok(Cluster {
         client,
         context,
         server,
     })
+}
+
+fn scrub_error(e: ConnectError, secrets: &[String]) -> ConnectError {
+    match e {
+        ConnectError::Credentials { context, reason } => ConnectError::Credentials {
+            context,
+            reason: scrub(&reason, secrets),
+        },
+        ConnectError::Failed { server, reason } => ConnectError::Failed {
+            server,
+            reason: scrub(&reason, secrets),
+        },
+        ConnectError::Unreachable { server, reason } => ConnectError::Unreachable {
+            server,
+            reason: scrub(&reason, secrets),
+        },
+        other => other,
+    }
 }

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod bad_input;
 mod canary;
 mod guidance;
 mod install;
