@@ -38,6 +38,12 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRIDOS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // handlebars logs every helper's parameters at debug, the webhook's private key among them;
+    // added last so that no GRIDOS_LOG setting can turn it back on.
+    let filter = match "handlebars=warn".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,5 +12,6 @@ mod install;
 mod operate;
 mod render_cli;
 mod render_cluster;
+mod secrets;
 mod testenv;
 mod wiring;

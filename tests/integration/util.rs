@@ -246,3 +246,77 @@ pub fn ok(out: &Output) -> String {
     );
     stdout(out)
 }
+
+/// A token user: ServiceAccount `default/<name>` bound to cluster-admin, its token from the
+/// TokenRequest API, and a kubeconfig (written under the temp dir) with the test control plane's
+/// server and CA and that token. Returns the kubeconfig's path and the token.
+/// `delete_token_user` removes the account and its binding.
+pub async fn token_kubeconfig(c: &Client, name: &str) -> (PathBuf, String) {
+    use base64::Engine;
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "default");
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create ServiceAccount");
+    let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(c.clone())
+        .create(&PostParams::default(), &crb)
+        .await
+        .expect("create ClusterRoleBinding");
+    let req: TokenRequest = serde_json::from_value(serde_json::json!({
+        "spec": {"audiences": [], "expirationSeconds": 3600}
+    }))
+    .unwrap();
+    let token = sas
+        .create_token_request(name, &PostParams::default(), &req)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token status")
+        .token;
+
+    let admin: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let ca_data = match cluster["certificate-authority-data"].as_str() {
+        Some(d) => d.to_string(),
+        None => base64::engine::general_purpose::STANDARD.encode(
+            std::fs::read(cluster["certificate-authority"].as_str().expect("CA path")).unwrap(),
+        ),
+    };
+    let kc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testenv", "cluster": {"server": cluster["server"], "certificate-authority-data": ca_data}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "testenv", "user": name}}],
+        "current-context": name,
+    });
+    let dir = std::env::temp_dir().join(unique_name("gridos-token"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
+    (path, token)
+}
+
+/// Removes what `token_kubeconfig` created.
+pub async fn delete_token_user(c: &Client, name: &str) {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    let _ = Api::<ClusterRoleBinding>::all(c.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+    let _ = Api::<ServiceAccount>::namespaced(c.clone(), "default")
+        .delete(name, &DeleteParams::default())
+        .await;
+}
