@@ -7,6 +7,7 @@ mod util;
 
 mod bad_input;
 mod canary;
+mod certs;
 mod guidance;
 mod install;
 mod operate;
