@@ -516,9 +516,7 @@ pub async fn install_with(
                     count("unchanged")
                 )
             };
-            Err(Error::Interrupted {
-                done: format!("{done}; re-run gridos-setup install to resume"),
-            })
+            Err(Error::Interrupted { done })
         }
         r => r,
     }

@@ -8,6 +8,7 @@ mod util;
 mod canary;
 mod guidance;
 mod install;
+mod interrupt;
 mod operate;
 mod render_cli;
 mod render_cluster;
