@@ -17,7 +17,9 @@ use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::interrupt::{Interrupt, Interrupted};
 use crate::render::Object;
+use crate::retry::with_retry;
 
 pub const FIELD_MANAGER: &str = "gridos-setup";
 pub const PARENT_NAME: &str = "gridos-setup";
@@ -63,6 +65,15 @@ pub enum ApplyError {
     Discovery(kube::Error),
     #[error("the ApplySet parent ConfigMap {PARENT_NAMESPACE}/{PARENT_NAME}: {0}")]
     Parent(kube::Error),
+    /// Interruption was requested before this write started.
+    #[error("interrupted before the next write")]
+    Interrupted,
+}
+
+impl From<Interrupted> for ApplyError {
+    fn from(_: Interrupted) -> Self {
+        ApplyError::Interrupted
+    }
 }
 
 impl ApplyError {
@@ -75,6 +86,7 @@ impl ApplyError {
             ApplyError::Forbidden { verb, resource, .. } => format!(
                 "bind a role that allows {verb} on {resource} (`gridos-setup rbac` prints the ClusterRole install needs)"
             ),
+            ApplyError::Interrupted => "re-run the same command to resume".into(),
             ApplyError::Api { .. } | ApplyError::Discovery(_) | ApplyError::Parent(_) => {
                 "check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()
             }
@@ -111,13 +123,15 @@ pub struct Resolver {
 impl Resolver {
     /// Aggregated discovery (two requests) where the server has it, the classic walk otherwise.
     pub async fn new(client: &Client) -> Result<Self, ApplyError> {
-        let discovery = match Discovery::new(client.clone()).run_aggregated().await {
-            Ok(d) => d,
-            Err(_) => Discovery::new(client.clone())
-                .run()
-                .await
-                .map_err(ApplyError::Discovery)?,
-        };
+        let discovery = with_retry("discovery", || async {
+            match Discovery::new(client.clone()).run_aggregated().await {
+                Ok(d) => Ok(d),
+                Err(e) if crate::retry::is_transient(&e) => Err(e),
+                Err(_) => Discovery::new(client.clone()).run().await,
+            }
+        })
+        .await
+        .map_err(ApplyError::Discovery)?;
         Ok(Resolver { discovery })
     }
 
@@ -274,7 +288,9 @@ pub async fn apply_one(
     params.force = opts.force;
     let mut data = obj.data.clone();
     loop {
-        match api.patch(obj.name(), &params, &Patch::Apply(&data)).await {
+        let patch = Patch::Apply(&data);
+        let applied = with_retry(&obj.id(), || api.patch(obj.name(), &params, &patch)).await;
+        match applied {
             Ok(o) => return Ok(o),
             Err(kube::Error::Api(s)) if s.code == 409 && !params.force => {
                 let conflicts = conflict_fields(&s);
@@ -323,11 +339,23 @@ pub async fn apply_many(
     opts: ApplyOptions,
     members: &BTreeSet<String>,
 ) -> Result<Vec<DynamicObject>, ApplyError> {
-    futures::stream::iter(
-        objects
-            .iter()
-            .map(|o| apply_one(client, resolver, o, opts, members.contains(&member_id(o)))),
-    )
+    apply_many_until(client, resolver, objects, opts, members, &Interrupt::new()).await
+}
+
+/// [`apply_many`] that starts no further write once `interrupt` is requested; writes already
+/// started finish, and their results are lost to the caller but not to the cluster.
+pub async fn apply_many_until(
+    client: &Client,
+    resolver: &Resolver,
+    objects: &[Object],
+    opts: ApplyOptions,
+    members: &BTreeSet<String>,
+    interrupt: &Interrupt,
+) -> Result<Vec<DynamicObject>, ApplyError> {
+    futures::stream::iter(objects.iter().map(|o| async move {
+        interrupt.check()?;
+        apply_one(client, resolver, o, opts, members.contains(&member_id(o))).await
+    }))
     .buffered(CONCURRENCY)
     .try_collect()
     .await
@@ -378,8 +406,8 @@ pub fn namespace_member_id(name: &str) -> String {
 /// Reads the parent with one list request, which also yields the cluster's current revision.
 pub async fn read_record(client: &Client) -> Result<ApplySetRecord, ApplyError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
-    let list = api
-        .list(&ListParams::default().fields(&format!("metadata.name={PARENT_NAME}")))
+    let lp = ListParams::default().fields(&format!("metadata.name={PARENT_NAME}"));
+    let list = with_retry("reading the ApplySet parent", || api.list(&lp))
         .await
         .map_err(ApplyError::Parent)?;
     let revision = list
@@ -479,9 +507,12 @@ pub async fn write_record(
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
-    api.patch(PARENT_NAME, &params, &Patch::Apply(&parent))
-        .await
-        .map_err(ApplyError::Parent)?;
+    let patch = Patch::Apply(&parent);
+    with_retry("writing the ApplySet parent", || {
+        api.patch(PARENT_NAME, &params, &patch)
+    })
+    .await
+    .map_err(ApplyError::Parent)?;
     Ok(true)
 }
 
@@ -581,7 +612,7 @@ pub async fn prune_one(
         (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
-    let live = match api.get_opt(&s.name).await {
+    let live = match with_retry(&s.id(), || api.get_opt(&s.name)).await {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(false),
         Err(source) => return Err(ApplyError::Api { id: s.id(), source }),
@@ -601,7 +632,7 @@ pub async fn prune_one(
         uid: live.metadata.uid.clone(),
         resource_version: None,
     });
-    match api.delete(&s.name, &dp).await {
+    match with_retry(&s.id(), || api.delete(&s.name, &dp)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(source) => Err(ApplyError::Api { id: s.id(), source }),

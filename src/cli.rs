@@ -208,6 +208,10 @@ pub enum CanaryAction {
     },
 }
 
+/// Set by the binary's SIGINT/SIGTERM handler; runs that can stop cleanly watch it.
+pub static INTERRUPT: std::sync::LazyLock<gridos_setup::interrupt::Interrupt> =
+    std::sync::LazyLock::new(gridos_setup::interrupt::Interrupt::new);
+
 fn write_stdout(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth reporting.
@@ -393,7 +397,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             }
             let format = format_of(apply.output);
             let reporter = progress::reporter(format, terminal);
-            let summary = install::install(&req, reporter.as_ref()).await;
+            let summary = install::install_with(&req, reporter.as_ref(), &INTERRUPT).await;
             reporter.finish();
             let summary = summary?;
             print_summary(&summary, format, false, !summary.dry_run)?;

@@ -109,11 +109,22 @@ pub enum Error {
     /// The cluster cannot take this install as asked (a missing CRD the values require, ...).
     #[error("{problem}")]
     Preflight { problem: String, hint: String },
+    /// SIGINT or SIGTERM: writes stopped, in-flight ones finished; `done` says what was applied.
+    #[error("interrupted: {done}")]
+    Interrupted { done: String },
     #[error("{context}: {source}")]
     Api {
         context: String,
         source: kube::Error,
     },
+}
+
+impl From<crate::interrupt::Interrupted> for Error {
+    fn from(_: crate::interrupt::Interrupted) -> Self {
+        Error::Interrupted {
+            done: "stopped before the next write".into(),
+        }
+    }
 }
 
 impl Error {
@@ -123,6 +134,7 @@ impl Error {
             Error::Connect(e) if e.is_input() => exit::USAGE,
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
             Error::Canary(e) => e.exit_code(),
+            Error::Interrupted { .. } => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
     }
@@ -136,6 +148,9 @@ impl Error {
             Error::Wait(e) => Some(e.hint()),
             Error::Canary(e) => Some(e.hint()),
             Error::Preflight { hint, .. } => Some(hint.clone()),
+            Error::Interrupted { .. } => Some(
+                "re-run the same command to resume; nothing needs cleaning up first".into(),
+            ),
             Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }
     }

@@ -18,9 +18,11 @@ use tokio::time::Instant;
 use crate::apply::{self, ApplyOptions, ApplySetRecord, Outcome, Resolver};
 use crate::cluster::{self, ConnectRequest};
 use crate::error::Error;
+use crate::interrupt::Interrupt;
 use crate::profile::{self, Toggle, Values, ValuesRequest};
 use crate::progress::{Event, Reporter, State};
 use crate::render::{self, Object, RenderInputs, Wave};
+use crate::retry::with_retry;
 use crate::{certs, wait};
 
 pub const CONTROLLER_SERVICE: &str = "ingress-nginx-controller";
@@ -146,7 +148,11 @@ async fn webhook_cert(
 ) -> Result<render::WebhookCert, Error> {
     let ns = &values.namespaces.ingress;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let existing = match secrets.get_opt(ADMISSION_SECRET).await {
+    let existing = match with_retry("reading the webhook Secret", || {
+        secrets.get_opt(ADMISSION_SECRET)
+    })
+    .await
+    {
         Ok(s) => s.map(|s| {
             s.data
                 .unwrap_or_default()
@@ -214,13 +220,14 @@ pub async fn prepare(req: &InstallRequest) -> Result<Prepared, Error> {
         .collect();
     let record = apply::read_record(&client).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &values.namespaces.ingress);
-    let previous_service = services
-        .get_opt(CONTROLLER_SERVICE)
-        .await
-        .map_err(|e| Error::Api {
-            context: format!("reading Service {CONTROLLER_SERVICE}"),
-            source: e,
-        })?;
+    let previous_service = with_retry("reading the controller Service", || {
+        services.get_opt(CONTROLLER_SERVICE)
+    })
+    .await
+    .map_err(|e| Error::Api {
+        context: format!("reading Service {CONTROLLER_SERVICE}"),
+        source: e,
+    })?;
     Ok(Prepared {
         values,
         client,
@@ -242,6 +249,7 @@ struct Run<'a> {
     progress: &'a dyn Reporter,
     results: Vec<ObjectResult>,
     started: BTreeMap<String, Instant>,
+    interrupt: Interrupt,
 }
 
 impl Run<'_> {
@@ -279,12 +287,13 @@ impl Run<'_> {
             );
         }
         let applied = match self.opts.dry_run {
-            false => apply::apply_many(
+            false => apply::apply_many_until(
                 &self.client,
                 &self.resolver,
                 objects,
                 self.opts,
                 &self.before.members,
+                &self.interrupt,
             )
             .await
             .map_err(|e| self.fail(objects, e))?,
@@ -322,6 +331,9 @@ impl Run<'_> {
     }
 
     fn fail(&self, objects: &[Object], e: apply::ApplyError) -> Error {
+        if matches!(e, apply::ApplyError::Interrupted) {
+            return crate::interrupt::Interrupted.into();
+        }
         if let Some(c) = objects.first().map(component_of) {
             self.finished(&c, State::Failed, e.to_string());
         }
@@ -442,6 +454,79 @@ async fn refresh_discovery(
 
 /// Installs (or, with `dry_run`, plans) and returns the summary. Waits stop at `req.timeout`.
 pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Summary, Error> {
+    install_with(req, progress, &Interrupt::new()).await
+}
+
+/// How long writes already under way may take to finish after an interruption; the binary's hard
+/// stop comes later, so the exit within 2 s holds even against an unresponsive apiserver.
+pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1200);
+
+/// The events of a run that an interruption's message reports: objects applied so far.
+struct Tally<'a> {
+    inner: &'a dyn Reporter,
+    applied: Mutex<Vec<String>>,
+}
+
+impl Reporter for Tally<'_> {
+    fn event(&self, ev: &Event) {
+        if let Event::Object { result, .. } = ev {
+            self.applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(result.clone());
+        }
+        self.inner.event(ev);
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
+/// [`install`] that stops on `interrupt`: no write starts after it, writes under way get
+/// [`INTERRUPT_GRACE`] to finish, waits end at once; the error says what was applied.
+pub async fn install_with(
+    req: &InstallRequest,
+    progress: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Summary, Error> {
+    let tally = Tally {
+        inner: progress,
+        applied: Mutex::new(Vec::new()),
+    };
+    let result = tokio::select! {
+        r = run_install(req, &tally, interrupt) => r,
+        _ = async {
+            interrupt.cancelled().await;
+            tokio::time::sleep(INTERRUPT_GRACE).await;
+        } => Err(crate::interrupt::Interrupted.into()),
+    };
+    match result {
+        Err(_) if interrupt.requested() => {
+            let applied = tally.applied.lock().unwrap_or_else(|e| e.into_inner());
+            let count = |r: &str| applied.iter().filter(|a| *a == r).count();
+            let done = if applied.is_empty() {
+                "nothing was applied yet".to_string()
+            } else {
+                format!(
+                    "{} objects applied before stopping ({} created, {} configured, {} unchanged)",
+                    applied.len(),
+                    count("created"),
+                    count("configured"),
+                    count("unchanged")
+                )
+            };
+            Err(Error::Interrupted { done })
+        }
+        r => r,
+    }
+}
+
+async fn run_install(
+    req: &InstallRequest,
+    progress: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Summary, Error> {
     let t0 = Instant::now();
     let deadline = t0 + req.timeout;
     let p = prepare(req).await?;
@@ -457,6 +542,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
     let now_record = apply::record_for(&p.objects);
     let stale = apply::stale(&p.record, &now_record);
     if !req.dry_run {
+        interrupt.check()?;
         apply::write_record(
             &p.client,
             &p.record,
@@ -476,6 +562,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         progress,
         results: Vec::new(),
         started: BTreeMap::new(),
+        interrupt: interrupt.clone(),
     };
     let wave = |w: Wave| {
         p.objects
@@ -513,6 +600,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         .chain(created.iter().cloned())
         .collect();
     if !req.dry_run && !created.is_empty() {
+        interrupt.check()?;
         let widened = apply::union(&p.record, &now_record);
         apply::write_record(
             &p.client,
@@ -539,20 +627,26 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         for name in &pending {
             run.running("flagger", format!("waiting for CRD {name}"));
         }
-        try_join_all(
-            pending
-                .iter()
-                .map(|n| wait::crd_established(&run.client, n, deadline)),
-        )
-        .await?;
-        run.resolver = refresh_discovery(
-            &run.client,
-            run.resolver,
-            &p.objects,
-            !pending.is_empty(),
-            deadline,
-        )
-        .await?;
+        interrupt
+            .guard(async {
+                try_join_all(
+                    pending
+                        .iter()
+                        .map(|n| wait::crd_established(&run.client, n, deadline)),
+                )
+                .await
+                .map_err(Error::from)
+            })
+            .await?;
+        run.resolver = interrupt
+            .guard(refresh_discovery(
+                &run.client,
+                run.resolver,
+                &p.objects,
+                !pending.is_empty(),
+                deadline,
+            ))
+            .await?;
         wait_time += t.elapsed();
     }
 
@@ -599,7 +693,10 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
                     .map_err(|e| (component, e))
             });
         }
-        if let Err((component, e)) = try_join_all(waits).await {
+        let all = interrupt
+            .guard(async { Ok::<_, Error>(try_join_all(waits).await) })
+            .await?;
+        if let Err((component, e)) = all {
             run.finished(&component, State::Failed, e.to_string());
             return Err(e.into());
         }
@@ -632,19 +729,25 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         );
         let reporter: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         let seen = reporter.clone();
-        let result = wait::load_balancer_address(
-            &run.client,
-            &ingress_ns,
-            CONTROLLER_SERVICE,
-            stale_address.clone(),
-            deadline,
-            move |reason, message| {
-                seen.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("{reason}: {message}"));
-            },
-        )
-        .await;
+        let result = interrupt
+            .guard(async {
+                Ok::<_, Error>(
+                    wait::load_balancer_address(
+                        &run.client,
+                        &ingress_ns,
+                        CONTROLLER_SERVICE,
+                        stale_address.clone(),
+                        deadline,
+                        move |reason, message| {
+                            seen.lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(format!("{reason}: {message}"));
+                        },
+                    )
+                    .await,
+                )
+            })
+            .await?;
         for line in reporter.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             progress.event(&Event::Notice {
                 message: format!("Service {ingress_ns}/{CONTROLLER_SERVICE}: {line}"),
@@ -662,6 +765,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
 
     // Members no longer rendered go only after everything else worked.
     if !stale.is_empty() {
+        interrupt.check()?;
         for (s, deleted) in
             apply::prune_all(&run.client, &run.resolver, &stale, req.dry_run).await?
         {
@@ -678,6 +782,7 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
         }
     }
     if !req.dry_run {
+        interrupt.check()?;
         apply::write_record(
             &run.client,
             &apply::union(&p.record, &now_record),

@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(async {
+        watch_signals();
+        cli::run(args).await
+    }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}", e.one_line());
@@ -26,6 +29,36 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// SIGINT or SIGTERM asks the run to stop (see `gridos_setup::interrupt`); if it has not ended
+/// shortly before the 2 s the contract allows, or on a second signal, the process exits 130 itself.
+fn watch_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        cli::INTERRUPT.request();
+        // A thread, not a task: it must fire even if the runtime's workers are blocked.
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(1800));
+            eprintln!("error: interrupted; re-run the same command to resume");
+            std::process::exit(gridos_setup::error::exit::INTERRUPTED);
+        });
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        std::process::exit(gridos_setup::error::exit::INTERRUPTED);
+    });
 }
 
 /// `-v` info, `-vv` debug; otherwise only warnings. Logs go to stderr, never stdout.

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::runtime::wait::await_condition;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ pub enum WaitError {
     #[error("watching {what}: {source}")]
     Watch {
         what: String,
-        source: kube::runtime::wait::Error,
+        source: kube::runtime::watcher::Error,
     },
 }
 
@@ -108,13 +108,36 @@ async fn watch_until<K>(
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let cond = move |o: Option<&K>| o.is_some_and(&done);
-    match tokio::time::timeout_at(deadline, await_condition(api, name, cond)).await {
-        Ok(Ok(o)) => Ok(o),
-        Ok(Err(source)) => Err(WaitError::Watch {
-            what: what.into(),
-            source,
-        }),
+    // A watch dropped by an apiserver restart or a proxy is re-opened (with a relist, so no
+    // change in between is missed) instead of failing the wait.
+    let fields = format!("metadata.name={name}");
+    let stream = watcher(api, watcher::Config::default().fields(&fields))
+        .backoff(crate::retry::WatchBackoff::new());
+    let find = async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    if done(&o) {
+                        return Ok(Some(o));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if crate::retry::watch_error_is_transient(&e) => {
+                    tracing::info!("watching {what}: {e}; watching again");
+                }
+                Err(source) => {
+                    return Err(WaitError::Watch {
+                        what: what.into(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(None)
+    };
+    match tokio::time::timeout_at(deadline, find).await {
+        Ok(r) => r,
         Err(_) => Ok(None),
     }
 }
@@ -325,6 +348,7 @@ pub async fn load_balancer_address(
     let selector = format!("involvedObject.kind=Service,involvedObject.name={name}");
     let mut last_events: Vec<String> = Vec::new();
     let event_stream = watcher(events, watcher::Config::default().fields(&selector))
+        .backoff(crate::retry::WatchBackoff::new())
         .filter_map(|e| async move {
             match e {
                 Ok(watcher::Event::Apply(ev)) | Ok(watcher::Event::InitApply(ev)) => Some(ev),

@@ -10,6 +10,7 @@ mod canary;
 mod certs;
 mod guidance;
 mod install;
+mod interrupt;
 mod operate;
 mod render_cli;
 mod render_cluster;
