@@ -50,6 +50,13 @@ pub enum InputError {
     MissingHost,
     #[error("host {host:?} is not a DNS name: {reason}")]
     InvalidHost { host: String, reason: String },
+    /// A flag that cannot work as given (a missing companion flag, a tool not installed).
+    #[error("{flag} {reason}")]
+    Flag {
+        flag: String,
+        reason: String,
+        fix: String,
+    },
     #[error("{path} = {value}: {reason}")]
     OutOfRange {
         path: String,
@@ -85,7 +92,7 @@ impl InputError {
             InputError::InvalidHost { .. } => {
                 "use a lower-case DNS name such as app.example.com (letters, digits, '-' and '.')".into()
             }
-            InputError::OutOfRange { fix, .. } => fix.clone(),
+            InputError::OutOfRange { fix, .. } | InputError::Flag { fix, .. } => fix.clone(),
         }
     }
 }
@@ -109,6 +116,10 @@ pub enum Error {
     /// The cluster cannot take this install as asked (a missing CRD the values require, ...).
     #[error("{problem}")]
     Preflight { problem: String, hint: String },
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompt::PromptError),
     #[error("{context}: {source}")]
     Api {
         context: String,
@@ -123,6 +134,7 @@ impl Error {
             Error::Connect(e) if e.is_input() => exit::USAGE,
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
             Error::Canary(e) => e.exit_code(),
+            Error::Prompt(e) if e.interrupted() => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
     }
@@ -136,6 +148,8 @@ impl Error {
             Error::Wait(e) => Some(e.hint()),
             Error::Canary(e) => Some(e.hint()),
             Error::Preflight { hint, .. } => Some(hint.clone()),
+            Error::Dns(e) => Some(e.hint()),
+            Error::Prompt(e) => Some(e.hint()),
             Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }
     }

@@ -9,6 +9,7 @@ mod canary;
 mod guidance;
 mod install;
 mod operate;
+mod prompt;
 mod render_cli;
 mod render_cluster;
 mod testenv;
