@@ -71,6 +71,11 @@ async fn cluster_prompt_pick_appgw_type_host_confirm_plan_installs() {
     p.send("\r").unwrap();
     p.flush().unwrap();
     p.exp_string("Host the app is served on").unwrap();
+    // A bad host is refused with --host's own reason, and asked again.
+    p.send("App.Example.com\r").unwrap();
+    p.flush().unwrap();
+    p.exp_string("only lower-case letters").unwrap();
+    p.exp_string("Host the app is served on").unwrap();
     p.send(&format!("{HOST}\r")).unwrap();
     p.flush().unwrap();
     p.exp_string("Plan for profile appgw with host app.example.com")
