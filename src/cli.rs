@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gridos_setup::apply::Outcome;
 use gridos_setup::cluster::ConnectRequest;
+use gridos_setup::dns::DnsZone;
 use gridos_setup::error::{Error, InputError, exit};
 use gridos_setup::install::{self, InstallRequest, Summary};
 use gridos_setup::profile::{self, ProfileSource, ValuesRequest};
@@ -90,7 +91,7 @@ pub enum Output {
 pub enum Command {
     /// Install (or update) everything for a profile, wait until it works, print the address and next steps.
     #[command(
-        after_help = "Examples:\n  gridos-setup install --profile nginx --host app.example.com --yes\n  gridos-setup install --profile appgw --host app.example.com --yes -o json   # in a pipeline"
+        after_help = "Examples:\n  gridos-setup install --profile nginx --host app.example.com --yes\n  gridos-setup install --profile appgw --host app.example.com --yes -o json   # in a pipeline\n  gridos-setup install   # on a terminal: pick a profile, type the host, confirm the plan\n  gridos-setup install --profile nginx --host app.example.com --dns-zone dns-rg/example.com --apply-dns --yes"
     )]
     Install {
         #[command(flatten)]
@@ -105,6 +106,12 @@ pub enum Command {
         // A dry run writes nothing, so there is nothing to not wait for: both at once is a mistake.
         #[arg(long, conflicts_with = "dry_run")]
         no_wait: bool,
+        /// The Azure DNS zone holding the host, as RESOURCE_GROUP/ZONE: fills in the `az` DNS commands.
+        #[arg(long, value_name = "RESOURCE_GROUP/ZONE")]
+        dns_zone: Option<String>,
+        /// After the install, run the `az network dns` commands for the records whose value is known (needs --dns-zone and az).
+        #[arg(long)]
+        apply_dns: bool,
     },
     /// Show what install would create, change, leave unchanged or prune (server-side dry run).
     #[command(
@@ -304,13 +311,14 @@ fn print_summary(
     format: OutputFormat,
     list_objects: bool,
     with_guidance: bool,
+    dns_zone: Option<&DnsZone>,
 ) -> Result<(), Error> {
     let guidance = with_guidance.then(|| {
         gridos_setup::guidance::guidance(&gridos_setup::guidance::GuidanceInput {
             values: &summary.values,
             address: summary.address.as_deref(),
             az_available: on_path("az"),
-            dns_zone: None,
+            dns_zone: dns_zone.map(|z| (z.resource_group.as_str(), z.zone.as_str())),
         })
     });
     match format {
@@ -368,6 +376,82 @@ fn print_summary(
     }
 }
 
+/// `--apply-dns` needs a zone, an address to write (so no --dry-run or --no-wait) and `az`; refused before any write.
+fn check_apply_dns(
+    apply_dns: bool,
+    zone: Option<&DnsZone>,
+    dry_run: bool,
+    no_wait: bool,
+) -> Result<(), InputError> {
+    if !apply_dns {
+        return Ok(());
+    }
+    let refuse = |reason: &str, fix: &str| {
+        Err(InputError::Flag {
+            flag: "--apply-dns".into(),
+            reason: reason.into(),
+            fix: fix.into(),
+        })
+    };
+    if zone.is_none() {
+        return refuse(
+            "needs --dns-zone",
+            "add --dns-zone RESOURCE_GROUP/ZONE, e.g. --dns-zone dns-rg/example.com",
+        );
+    }
+    if dry_run || no_wait {
+        return refuse(
+            "needs the load-balancer address, which --dry-run and --no-wait do not wait for",
+            "drop --dry-run/--no-wait, or drop --apply-dns",
+        );
+    }
+    if !on_path("az") {
+        return refuse(
+            "needs the Azure CLI, and az is not on PATH",
+            "install the Azure CLI and run `az login`, or drop --apply-dns",
+        );
+    }
+    Ok(())
+}
+
+/// Runs the `az network dns` commands for the records the install knows the value of, reporting each.
+fn apply_dns_records(
+    summary: &Summary,
+    zone: &DnsZone,
+    address: &str,
+    format: OutputFormat,
+) -> Result<(), Error> {
+    let commands = gridos_setup::guidance::az_dns_commands(
+        &summary.values,
+        address,
+        &zone.resource_group,
+        &zone.zone,
+    );
+    let report = |command: &str, result: &str| match format {
+        OutputFormat::Json => {
+            let ev = serde_json::json!({"event": "dns", "command": command, "result": result});
+            let _ = write_stdout(&format!("{ev}\n"));
+        }
+        OutputFormat::Text => eprintln!("dns: {command}: {result}"),
+    };
+    if commands.is_empty() {
+        let message = format!(
+            "--apply-dns: no record whose value gridos-setup knows for profile {} (Azure has the values); \
+             create the records the guidance lists",
+            summary.profile
+        );
+        match format {
+            OutputFormat::Json => {
+                let ev = serde_json::json!({"event": "notice", "message": message});
+                let _ = write_stdout(&format!("{ev}\n"));
+            }
+            OutputFormat::Text => eprintln!("note: {message}"),
+        }
+        return Ok(());
+    }
+    gridos_setup::dns::run_commands(&commands, &mut |c| report(c, "done")).map_err(Error::from)
+}
+
 fn confirm(question: &str) -> bool {
     eprint!("{question} [y/N] ");
     let mut line = String::new();
@@ -382,15 +466,56 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             yes,
             dry_run,
             no_wait,
+            dns_zone,
+            apply_dns,
         } => {
-            let req = install_request(&args, apply, *dry_run, *no_wait)?;
-            if !*yes && !*dry_run {
-                if !terminal {
-                    return Err(InputError::NeedsYes.into());
+            let dns_zone = dns_zone.as_deref().map(DnsZone::parse).transpose()?;
+            check_apply_dns(*apply_dns, dns_zone.as_ref(), *dry_run, *no_wait)?;
+            let mut req = match install_request(&args, apply, *dry_run, *no_wait) {
+                Err(Error::Input(InputError::MissingProfile { .. })) if terminal => {
+                    let mut values = apply.values.clone();
+                    values.profile = Some(gridos_setup::prompt::pick_profile()?);
+                    install_request(
+                        &args,
+                        &ApplyArgs {
+                            values,
+                            ..apply.clone()
+                        },
+                        *dry_run,
+                        *no_wait,
+                    )?
                 }
-                // Values are checked before asking, so a typo never waits for an answer.
-                profile::resolve(&req.values)?;
-                if !confirm("Install into the current cluster?") {
+                other => other?,
+            };
+            if !*yes && !*dry_run && !terminal {
+                return Err(InputError::NeedsYes.into());
+            }
+            // Values are checked before any question about the cluster, so a typo never waits for an answer.
+            let values = match profile::resolve(&req.values) {
+                Err(InputError::MissingHost) if terminal => {
+                    req.values.host = Some(gridos_setup::prompt::ask_host()?);
+                    profile::resolve(&req.values)?
+                }
+                other => other?,
+            };
+            if let Some(z) = &dns_zone {
+                z.check_host(&values.host)?;
+            }
+            if !*yes && !*dry_run {
+                eprintln!("Working out the plan (server-side dry run, nothing is written)...");
+                let plan_req = InstallRequest {
+                    dry_run: true,
+                    no_wait: true,
+                    ..req.clone()
+                };
+                let plan = install::install(&plan_req, &progress::Recorder::default()).await?;
+                eprint!("{}", gridos_setup::prompt::plan_text(&plan));
+                let question = if plan.changed() {
+                    "Apply these changes and wait until everything is ready?"
+                } else {
+                    "Nothing would change; run the install anyway (waits for readiness and prints the guidance)?"
+                };
+                if !gridos_setup::prompt::confirm(question)? {
                     eprintln!("Nothing was changed.");
                     return Ok(exit::FAILED);
                 }
@@ -400,7 +525,12 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             let summary = install::install_with(&req, reporter.as_ref(), &INTERRUPT).await;
             reporter.finish();
             let summary = summary?;
-            print_summary(&summary, format, false, !summary.dry_run)?;
+            let applied = match (&dns_zone, *apply_dns, summary.address.as_deref()) {
+                (Some(z), true, Some(address)) => apply_dns_records(&summary, z, address, format),
+                _ => Ok(()),
+            };
+            print_summary(&summary, format, false, !summary.dry_run, dns_zone.as_ref())?;
+            applied?;
             return Ok(exit::OK);
         }
         Command::Plan {
@@ -415,7 +545,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 OutputFormat::Text => Box::new(progress::Recorder::default()),
             };
             let summary = install::install(&req, reporter.as_ref()).await?;
-            print_summary(&summary, format, *show_objects, false)?;
+            print_summary(&summary, format, *show_objects, false, None)?;
             return Ok(if *detailed_exitcode && summary.changed() {
                 exit::CHANGES
             } else {

@@ -50,6 +50,13 @@ pub enum InputError {
     MissingHost,
     #[error("host {host:?} is not a DNS name: {reason}")]
     InvalidHost { host: String, reason: String },
+    /// A flag that cannot work as given (a missing companion flag, a tool not installed).
+    #[error("{flag} {reason}")]
+    Flag {
+        flag: String,
+        reason: String,
+        fix: String,
+    },
     #[error("{path} = {value}: {reason}")]
     OutOfRange {
         path: String,
@@ -85,7 +92,7 @@ impl InputError {
             InputError::InvalidHost { .. } => {
                 "use a lower-case DNS name such as app.example.com (letters, digits, '-' and '.')".into()
             }
-            InputError::OutOfRange { fix, .. } => fix.clone(),
+            InputError::OutOfRange { fix, .. } | InputError::Flag { fix, .. } => fix.clone(),
         }
     }
 }
@@ -112,6 +119,10 @@ pub enum Error {
     /// SIGINT or SIGTERM: writes stopped, in-flight ones finished; `done` says what was applied.
     #[error("interrupted: {done}")]
     Interrupted { done: String },
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Prompt(#[from] crate::prompt::PromptError),
     #[error("{context}: {source}")]
     Api {
         context: String,
@@ -135,6 +146,7 @@ impl Error {
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
             Error::Canary(e) => e.exit_code(),
             Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Prompt(e) if e.interrupted() => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
     }
@@ -151,6 +163,8 @@ impl Error {
             Error::Interrupted { .. } => Some(
                 "re-run the same command to resume; nothing needs cleaning up first".into(),
             ),
+            Error::Dns(e) => Some(e.hint()),
+            Error::Prompt(e) => Some(e.hint()),
             Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }
     }

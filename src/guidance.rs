@@ -220,7 +220,7 @@ fn a_record_argv(rg: &str, zone: &str, name: &str, address: &str) -> Vec<String>
 }
 
 /// The name of `fqdn` relative to `zone` (`@` for the apex); `None` when it is not inside the zone.
-fn relative_name(fqdn: &str, zone: &str) -> Option<String> {
+pub fn relative_name(fqdn: &str, zone: &str) -> Option<String> {
     let zone = zone.trim_end_matches('.');
     if fqdn == zone {
         return Some("@".into());

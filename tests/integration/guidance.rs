@@ -84,3 +84,281 @@ fn guidance_json_shape() {
             .ends_with(".azurefd.net")
     );
 }
+
+// ---- Cluster tests: the guidance a real install prints, and --apply-dns through a stand-in for `az`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gridos_setup::guidance::RETIREMENT_WARNING;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+
+use crate::util::{client, cluster_lock, kubeconfig, ok, reset, stderr, stdout, unique_name};
+
+/// `install --yes` on the test control plane; `path_first` is put before $PATH (for the `az` stand-in).
+fn install(profile: &str, extra: &[&str], path_first: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridos-setup"));
+    cmd.args(["install", "--profile", profile, "--host", HOST, "--yes"])
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .env_remove("GRIDOS_PROFILE")
+        .stdin(std::process::Stdio::null());
+    if let Some(dir) = path_first {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![dir.to_path_buf()];
+        dirs.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(dirs).unwrap());
+    }
+    cmd.output().expect("run gridos-setup")
+}
+
+/// A stand-in for the Azure CLI: a script named `az` that appends its arguments (one per line,
+/// then `--`) to `calls` and exits with `code`, printing `stderr_text` on stderr.
+struct AzStandIn {
+    dir: PathBuf,
+    calls: PathBuf,
+}
+
+impl AzStandIn {
+    fn new(code: i32, stderr_text: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(unique_name("az-standin"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let calls = dir.join("calls");
+        let script = format!(
+            "#!/bin/sh\n# Stand-in for the Azure CLI in gridos-setup's tests: records argv, answers {code}.\n\
+             for a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\necho -- >> '{}'\n\
+             printf '%s\\n' '{stderr_text}' >&2\nexit {code}\n",
+            calls.display(),
+            calls.display()
+        );
+        let az = dir.join("az");
+        std::fs::write(&az, script).unwrap();
+        std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+        AzStandIn { dir, calls }
+    }
+
+    /// Each call's argv (without `az`).
+    fn calls(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(&self.calls).unwrap_or_default();
+        text.split_terminator("--\n")
+            .map(|call| call.lines().map(String::from).collect())
+            .collect()
+    }
+}
+
+impl Drop for AzStandIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The guidance part of install's text output: from "DNS records" to the end.
+fn guidance_part(text: &str) -> &str {
+    let start = text
+        .find("DNS records\n")
+        .unwrap_or_else(|| panic!("no guidance in:\n{text}"));
+    &text[start..]
+}
+
+/// The summary object: the last line of `-o json` output.
+fn json_summary(out: &Output) -> serde_json::Value {
+    let text = ok(out);
+    let last = text.lines().last().expect("a summary line");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(v["event"], "summary", "{last}");
+    v
+}
+
+async fn assigned_address(c: &kube::Client) -> String {
+    let svc = Api::<Service>::namespaced(c.clone(), "ingress-nginx")
+        .get("ingress-nginx-controller")
+        .await
+        .unwrap();
+    gridos_setup::wait::service_address(&svc).expect("the stand-in assigned an address")
+}
+
+#[tokio::test]
+async fn cluster_guidance_after_install_names_the_address_per_profile() {
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    for (profile, range) in [
+        ("nginx", "203.0.113."),
+        ("appgw", "198.51.100."),
+        ("frontdoor", "203.0.113."),
+    ] {
+        reset(&c).await;
+        let first = ok(&install(profile, &[], None));
+        let address = assigned_address(&c).await;
+        assert!(address.starts_with(range), "{profile}: {address}");
+        let text = guidance_part(&first);
+        assert!(
+            text.contains(&address) && text.contains(HOST),
+            "{profile}: guidance names {address}:\n{text}"
+        );
+        if profile == "nginx" {
+            assert!(
+                text.contains(&format!("A  {HOST}  ->  {address}\n")),
+                "{text}"
+            );
+        }
+        assert!(text.contains("retired in March 2026"), "{profile}");
+
+        // Nothing changes on a re-run, and the guidance is the same.
+        let again = ok(&install(profile, &[], None));
+        assert!(again.contains("0 created, 0 configured"), "{again}");
+        assert_eq!(guidance_part(&again), text, "{profile}: same guidance");
+
+        let j = json_summary(&install(profile, &["-o", "json"], None));
+        assert_eq!(j["address"], address.as_str(), "{profile}");
+        let dns = j["dns"].as_array().expect("dns records");
+        let kinds: Vec<&str> = dns.iter().map(|r| r["type"].as_str().unwrap()).collect();
+        match profile {
+            "nginx" => {
+                assert_eq!(kinds, ["A"]);
+                assert_eq!(dns[0]["name"], HOST);
+                assert_eq!(dns[0]["value"], address.as_str());
+            }
+            "appgw" => {
+                assert_eq!(kinds, ["A"]);
+                assert_eq!(dns[0]["name"], HOST);
+            }
+            _ => {
+                assert_eq!(kinds, ["TXT", "CNAME"]);
+                let txt = dns[0]["name"].as_str().unwrap();
+                assert!(txt.starts_with("_dnsauth"), "{txt}");
+                let cname = dns[1]["value"].as_str().unwrap();
+                assert!(cname.ends_with(".azurefd.net"), "{cname}");
+            }
+        }
+        let steps = j["next_steps"].as_array().expect("next_steps");
+        assert!(!steps.is_empty(), "{profile}");
+        // nginx's address is the A record's value; behind a gateway or Front Door it goes into a step.
+        if profile != "nginx" {
+            assert!(
+                steps.iter().any(|s| s.to_string().contains(&address)),
+                "{profile}: a next step uses {address}"
+            );
+        }
+        let warnings: Vec<&str> = j["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert!(
+            warnings.contains(&RETIREMENT_WARNING),
+            "{profile}: {warnings:?}"
+        );
+
+        if profile == "nginx" {
+            apply_dns_through_the_az_stand_in(&address);
+        }
+    }
+    reset(&c).await;
+}
+
+/// `--dns-zone` fills the az commands in; `--apply-dns` runs them (recorded by the stand-in) and fails with exit 1 when az does.
+fn apply_dns_through_the_az_stand_in(address: &str) {
+    let az = AzStandIn::new(0, "");
+    let out = install(
+        "nginx",
+        &["--dns-zone", "dns-rg/example.com", "--apply-dns"],
+        Some(&az.dir),
+    );
+    let text = ok(&out);
+    let expected = [
+        "network",
+        "dns",
+        "record-set",
+        "a",
+        "add-record",
+        "-g",
+        "dns-rg",
+        "-z",
+        "example.com",
+        "-n",
+        "app",
+        "-a",
+        address,
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(az.calls(), vec![expected.clone()], "exactly one az call");
+    let command = format!("az {}", expected.join(" "));
+    assert!(
+        guidance_part(&text).contains(&command),
+        "the guidance shows the command with the zone filled in:\n{text}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("dns: {command}: done")),
+        "each command is reported: {}",
+        stderr(&out)
+    );
+
+    let failing = AzStandIn::new(
+        3,
+        "ERROR: (AuthorizationFailed) no write access to zone example.com",
+    );
+    let out = install(
+        "nginx",
+        &["--dns-zone", "dns-rg/example.com", "--apply-dns"],
+        Some(&failing.dir),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let last = stderr(&out)
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with("error: ")
+            && last.contains("AuthorizationFailed")
+            && last.contains("add-record"),
+        "the failing command and its stderr tail: {last}"
+    );
+    assert!(
+        stdout(&out).contains("DNS records"),
+        "the guidance is still printed: the install itself worked"
+    );
+    assert_eq!(failing.calls().len(), 1);
+}
+
+#[test]
+fn apply_dns_is_refused_before_anything_is_written() {
+    let kc = "/nonexistent/kubeconfig";
+    for (args, says) in [
+        (vec!["--apply-dns"], "--apply-dns needs --dns-zone"),
+        (vec!["--dns-zone", "example.com"], "RESOURCE_GROUP/ZONE"),
+        (
+            vec!["--dns-zone", "rg/example.org"],
+            "not inside zone example.org",
+        ),
+        (
+            vec!["--dns-zone", "rg/example.com", "--apply-dns", "--no-wait"],
+            "--apply-dns needs the load-balancer address",
+        ),
+    ] {
+        let mut all = vec![
+            "install",
+            "--profile",
+            "nginx",
+            "--host",
+            HOST,
+            "--yes",
+            "--kubeconfig",
+            kc,
+        ];
+        all.extend(args);
+        let out = crate::util::gridos(&all);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{all:?}: {err}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ mod guidance;
 mod install;
 mod interrupt;
 mod operate;
+mod prompt;
 mod render_cli;
 mod render_cluster;
 mod secrets;

@@ -1,0 +1,153 @@
+//! Questions on a terminal for `install`: the profile picker, the host, and the confirmation that shows the plan first.
+//!
+//! Only called when stdin and stderr are terminals; without one the caller refuses with exit 2
+//! instead, so a pipeline never hangs on a question. Prompts draw on stderr, keeping stdout for
+//! the result.
+
+use dialoguer::console::Term;
+use dialoguer::theme::ColorfulTheme;
+use dialoguer::{Confirm, Input, Select};
+
+use crate::apply::Outcome;
+use crate::install::Summary;
+use crate::profile;
+
+/// The terminal could not be read or written, or the user pressed Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("cannot ask on the terminal: {0}")]
+    Terminal(std::io::Error),
+}
+
+impl PromptError {
+    /// Ctrl-C at a question is an interruption (exit 130), not a failure.
+    pub fn interrupted(&self) -> bool {
+        let PromptError::Terminal(e) = self;
+        e.kind() == std::io::ErrorKind::Interrupted
+    }
+
+    pub fn hint(&self) -> String {
+        "pass --profile, --host and --yes to run without questions".into()
+    }
+}
+
+impl From<dialoguer::Error> for PromptError {
+    fn from(e: dialoguer::Error) -> Self {
+        let dialoguer::Error::IO(io) = e;
+        PromptError::Terminal(io)
+    }
+}
+
+/// One line per built-in profile for the picker: what sits in front, what the user creates in Azure.
+pub fn profile_choices() -> Vec<(&'static str, &'static str)> {
+    profile::BUILTIN
+        .iter()
+        .map(|name| {
+            let what = match *name {
+                "nginx" => "public Azure Load Balancer in front; you create: an A record for the host",
+                "appgw" => {
+                    "your Application Gateway v2 (WAF) in front of an internal Load Balancer; \
+                     you create: the gateway's backend pool, probe and HTTP settings, and an A record"
+                }
+                "frontdoor" => {
+                    "Azure Front Door in front of a Load Balancer open only to Front Door; \
+                     you create: the Front Door origin, custom domain and route, a TXT and a CNAME record"
+                }
+                _ => "",
+            };
+            (*name, what)
+        })
+        .collect()
+}
+
+/// Shows the picker of built-in profiles and returns the chosen one's name.
+pub fn pick_profile() -> Result<String, PromptError> {
+    let choices = profile_choices();
+    let width = choices.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let items: Vec<String> = choices
+        .iter()
+        .map(|(n, d)| format!("{n:width$}  {d}"))
+        .collect();
+    let i = Select::with_theme(&ColorfulTheme::default())
+        .with_prompt("Which front does the cluster sit behind? (arrows, Enter)")
+        .items(&items)
+        .default(0)
+        .interact_on(&Term::stderr())?;
+    Ok(choices[i].0.to_string())
+}
+
+/// Asks for the host until it is a valid DNS name (the same check as `--host`).
+pub fn ask_host() -> Result<String, PromptError> {
+    let host: String = Input::with_theme(&ColorfulTheme::default())
+        .with_prompt("Host the app is served on (e.g. app.example.com)")
+        .validate_with(|h: &String| -> Result<(), String> {
+            profile::check_host(h.trim()).map_err(|e| format!("{e}; {}", e.hint()))
+        })
+        .interact_text_on(&Term::stderr())?;
+    Ok(host.trim().to_string())
+}
+
+/// Yes/no with No as the default, so Enter alone changes nothing.
+pub fn confirm(question: &str) -> Result<bool, PromptError> {
+    Ok(Confirm::with_theme(&ColorfulTheme::default())
+        .with_prompt(question)
+        .default(false)
+        .wait_for_newline(true)
+        .interact_on(&Term::stderr())?)
+}
+
+/// What a dry run says install would do: the objects to be created, changed and pruned, then the counts.
+pub fn plan_text(summary: &Summary) -> String {
+    let mut out = format!(
+        "Plan for profile {} with host {} in context {} ({}):\n",
+        summary.profile, summary.host, summary.context, summary.server
+    );
+    for (outcome, verb) in [
+        (Outcome::Created, "create"),
+        (Outcome::Configured, "change"),
+        (Outcome::Pruned, "prune (delete)"),
+    ] {
+        let ids: Vec<&str> = summary
+            .objects
+            .iter()
+            .filter(|o| o.result == outcome)
+            .map(|o| o.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("  {verb} {}:\n", ids.len()));
+        for id in ids {
+            out.push_str(&format!("    {id}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "{} to create, {} to change, {} unchanged, {} to prune\n",
+        summary.count(Outcome::Created),
+        summary.count(Outcome::Configured),
+        summary.count(Outcome::Unchanged),
+        summary.count(Outcome::Pruned),
+    ));
+    for n in &summary.notices {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_has_a_line_in_the_picker() {
+        let choices = profile_choices();
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, profile::BUILTIN);
+        for (n, d) in choices {
+            assert!(
+                d.contains(" in front") && d.contains("you create:"),
+                "{n}: {d}"
+            );
+        }
+    }
+}
