@@ -89,6 +89,9 @@ impl ConnectError {
             ConnectError::NoKubeconfig { .. } => {
                 "pass --kubeconfig FILE, set KUBECONFIG, or run `az aks get-credentials`".into()
             }
+            ConnectError::Unreadable { reason, .. } if reason.contains("line ") => {
+                "fix the kubeconfig's YAML at that line and column, or rewrite it with `az aks get-credentials --overwrite-existing`".into()
+            }
             ConnectError::Unreadable { .. } => {
                 "pass --kubeconfig with a readable kubeconfig file (`az aks get-credentials --file FILE` writes one)".into()
             }
@@ -138,13 +141,40 @@ impl ConnectError {
     }
 }
 
-/// The innermost cause: kube's outer message repeats the path the error already names.
+/// The innermost cause (kube's outer message repeats the path the error already names), cut to its
+/// first line with quoted text removed: the YAML parser quotes the offending source lines and values,
+/// and in a kubeconfig those can be tokens or keys.
 fn innermost(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    without_quotes(cur.to_string().lines().next().unwrap_or_default())
+}
+
+fn without_quotes(text: &str) -> String {
+    let mut out = String::new();
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push_str("...");
+                out.push(q);
+                open = None;
+            }
+            Some(_) => {}
+            None if matches!(c, '"' | '`' | '\'') => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if let Some(q) = open {
+        out.push_str("...");
+        out.push(q);
+    }
+    out
 }
 
 fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
@@ -492,6 +522,15 @@ mod tests {
         assert!(!out.contains("eyJhbGciOiJSUzI1NiJ9"), "{out}");
         assert!(!out.contains("MIGHAgEAMBMGByqGSM49"), "{out}");
         assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn parse_errors_keep_position_and_lose_quoted_text() {
+        assert_eq!(
+            without_quotes("line 6 column 12: invalid type: string \"s3cr3t\", expected a map"),
+            "line 6 column 12: invalid type: string \"...\", expected a map"
+        );
+        assert_eq!(without_quotes("token `abc"), "token `...`");
     }
 
     #[test]

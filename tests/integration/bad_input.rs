@@ -722,3 +722,28 @@ fn no_flag_turns_tls_verification_off() {
         );
     }
 }
+
+/// A kubeconfig that is not valid YAML: the position is named, the source line (here a token) is not.
+#[tokio::test]
+async fn cluster_bad_input_kubeconfig_not_yaml_does_not_quote_it() {
+    let token = "gridos-test-token-in-broken-yaml-0123456789";
+    let p = file(
+        &tempdir(),
+        "kubeconfig",
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: {token}\n   bad: [\n"
+        )
+        .as_bytes(),
+    );
+    let (err, _) = kubeconfig_refused(
+        &p,
+        2,
+        &[
+            "cannot read kubeconfig",
+            "line 7 column 4",
+            "fix the kubeconfig's YAML",
+        ],
+    )
+    .await;
+    assert!(!err.contains(token), "the token is not quoted: {err}");
+}
