@@ -217,6 +217,10 @@ fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
     })
 }
 
+/// Covers the TCP connect and the TLS handshake: a server that accepts and then stays silent is
+/// given up on as soon as one that never accepts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the first request may take in all: the connect timeout plus the server's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -363,7 +367,7 @@ pub fn classify(e: &kube::Error, server: &str, context: &str) -> ConnectError {
         },
         Some(std::io::ErrorKind::TimedOut) => ConnectError::NoAnswer {
             server: server.into(),
-            secs: PROBE_TIMEOUT.as_secs(),
+            secs: CONNECT_TIMEOUT.as_secs(),
         },
         _ if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) => {
             ConnectError::Unreachable {
@@ -446,7 +450,7 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
         });
     }
     // Reads keep kube's default, which is longer than a watch's server-side timeout.
-    config.connect_timeout = Some(Duration::from_secs(5));
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| unusable(&e, &context, &secrets))?;
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {

@@ -747,3 +747,22 @@ async fn cluster_bad_input_kubeconfig_not_yaml_does_not_quote_it() {
     .await;
     assert!(!err.contains(token), "the token is not quoted: {err}");
 }
+
+/// A server that accepts the connection and then says nothing (a black-holing proxy or firewall):
+/// the first request gives up within 10 s, naming the server.
+#[tokio::test]
+async fn cluster_bad_input_silent_server_fails_within_10_s() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kc = kubeconfig_with(|v| {
+        v["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
+    });
+    let server = format!("https://127.0.0.1:{port}/");
+    let (_, took) =
+        kubeconfig_refused(&kc, 1, &[&server, "did not answer within 5 s", "network"]).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "failed within 10 s: {took:?}"
+    );
+    drop(listener);
+}
