@@ -89,6 +89,9 @@ impl ConnectError {
             ConnectError::NoKubeconfig { .. } => {
                 "pass --kubeconfig FILE, set KUBECONFIG, or run `az aks get-credentials`".into()
             }
+            ConnectError::Unreadable { reason, .. } if reason.contains("line ") => {
+                "fix the kubeconfig's YAML at that line and column, or rewrite it with `az aks get-credentials --overwrite-existing`".into()
+            }
             ConnectError::Unreadable { .. } => {
                 "pass --kubeconfig with a readable kubeconfig file (`az aks get-credentials --file FILE` writes one)".into()
             }
@@ -138,13 +141,40 @@ impl ConnectError {
     }
 }
 
-/// The innermost cause: kube's outer message repeats the path the error already names.
+/// The innermost cause (kube's outer message repeats the path the error already names), cut to its
+/// first line with quoted text removed: the YAML parser quotes the offending source lines and values,
+/// and in a kubeconfig those can be tokens or keys.
 fn innermost(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    without_quotes(cur.to_string().lines().next().unwrap_or_default())
+}
+
+fn without_quotes(text: &str) -> String {
+    let mut out = String::new();
+    let mut open: Option<char> = None;
+    for c in text.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push_str("...");
+                out.push(q);
+                open = None;
+            }
+            Some(_) => {}
+            None if matches!(c, '"' | '`' | '\'') => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if let Some(q) = open {
+        out.push_str("...");
+        out.push(q);
+    }
+    out
 }
 
 fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
@@ -186,6 +216,10 @@ fn load_kubeconfig(req: &ConnectRequest) -> Result<Kubeconfig, ConnectError> {
         reason: innermost(&e),
     })
 }
+
+/// Covers the TCP connect and the TLS handshake: a server that accepts and then stays silent is
+/// given up on as soon as one that never accepts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the first request may take in all: the connect timeout plus the server's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -333,7 +367,7 @@ pub fn classify(e: &kube::Error, server: &str, context: &str) -> ConnectError {
         },
         Some(std::io::ErrorKind::TimedOut) => ConnectError::NoAnswer {
             server: server.into(),
-            secs: PROBE_TIMEOUT.as_secs(),
+            secs: CONNECT_TIMEOUT.as_secs(),
         },
         _ if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) => {
             ConnectError::Unreachable {
@@ -353,7 +387,8 @@ pub fn classify(e: &kube::Error, server: &str, context: &str) -> ConnectError {
 fn auth_reason(e: &kube::client::AuthError) -> String {
     use kube::client::AuthError;
     match e {
-        AuthError::AuthExecRun { cmd, out } => {
+        // `cmd` is kube's rendering with the plugin's environment prefixed: too long for one line.
+        AuthError::AuthExecRun { out, .. } => {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr
                 .lines()
@@ -363,9 +398,9 @@ fn auth_reason(e: &kube::client::AuthError) -> String {
                 .unwrap_or("");
             let last: String = last.chars().take(200).collect();
             if last.is_empty() {
-                format!("{cmd} exited with {}", out.status)
+                format!("the credential command failed ({})", out.status)
             } else {
-                format!("{cmd} exited with {}: {last}", out.status)
+                format!("the credential command failed ({}): {last}", out.status)
             }
         }
         AuthError::AuthExecParse(_) => {
@@ -406,9 +441,7 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     };
     let mut config = Config::from_custom_kubeconfig(kc, &opts)
         .await
-        .map_err(|e| ConnectError::Invalid {
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| unusable(&e, &context, &[]))?;
     let secrets = secrets_of(&config);
     // Belt and braces: nothing in gridos-setup sets it, and the kubeconfig's flag was refused above.
     if config.accept_invalid_certs {
@@ -417,11 +450,9 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
         });
     }
     // Reads keep kube's default, which is longer than a watch's server-side timeout.
-    config.connect_timeout = Some(Duration::from_secs(5));
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
     let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| ConnectError::Invalid {
-        reason: scrub(&e.to_string(), &secrets),
-    })?;
+    let client = Client::try_from(config).map_err(|e| unusable(&e, &context, &secrets))?;
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(scrub_error(classify(&e, &server, &context), &secrets)),
@@ -439,6 +470,28 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     })
 }
 
+/// A kubeconfig that cannot become a client. Credential plugins run while it is built, and kube's
+/// message for a failed one includes the plugin's whole stdout, so that case gets its own wording.
+fn unusable(
+    e: &(dyn std::error::Error + 'static),
+    context: &str,
+    secrets: &[String],
+) -> ConnectError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(auth) = c.downcast_ref::<kube::client::AuthError>() {
+            return ConnectError::Credentials {
+                context: context.into(),
+                reason: scrub(&auth_reason(auth), secrets),
+            };
+        }
+        cur = c.source();
+    }
+    ConnectError::Invalid {
+        reason: scrub(&e.to_string(), secrets),
+    }
+}
+
 fn scrub_error(e: ConnectError, secrets: &[String]) -> ConnectError {
     match e {
         ConnectError::Credentials { context, reason } => ConnectError::Credentials {
@@ -454,5 +507,59 @@ fn scrub_error(e: ConnectError, secrets: &[String]) -> ConnectError {
             reason: scrub(&reason, secrets),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_secrets_and_their_pem_lines() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\nAwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n";
+        let secrets = vec![
+            "eyJhbGciOiJSUzI1NiJ9.payload.signature".to_string(),
+            key.to_string(),
+        ];
+        let text = "token eyJhbGciOiJSUzI1NiJ9.payload.signature and a line MIGHAgEAMBMGByqGSM49AgEGCCqGSM49 of the key";
+        let out = scrub(text, &secrets);
+        assert!(!out.contains("eyJhbGciOiJSUzI1NiJ9"), "{out}");
+        assert!(!out.contains("MIGHAgEAMBMGByqGSM49"), "{out}");
+        assert!(out.contains("[redacted]"));
+    }
+
+    #[test]
+    fn parse_errors_keep_position_and_lose_quoted_text() {
+        assert_eq!(
+            without_quotes("line 6 column 12: invalid type: string \"s3cr3t\", expected a map"),
+            "line 6 column 12: invalid type: string \"...\", expected a map"
+        );
+        assert_eq!(without_quotes("token `abc"), "token `...`");
+    }
+
+    #[test]
+    fn short_values_are_not_treated_as_secrets() {
+        // A one-letter password would otherwise blank every such letter of a message.
+        let mut config = Config::new("https://example.com".parse().unwrap());
+        config.auth_info.password = Some("a".to_string().into());
+        assert!(secrets_of(&config).is_empty());
+    }
+
+    #[test]
+    fn only_network_failures_are_not_input_errors() {
+        let unreachable = ConnectError::Unreachable {
+            server: "https://x".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(!unreachable.is_input() && unreachable.is_transient());
+        let tls = ConnectError::Tls {
+            server: "https://x".into(),
+            reason: "UnknownIssuer".into(),
+        };
+        assert!(tls.is_input() && !tls.is_transient());
+        let skip = ConnectError::InsecureSkipTls {
+            cluster: "aks".into(),
+        };
+        assert!(skip.is_input());
     }
 }

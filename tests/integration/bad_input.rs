@@ -648,3 +648,121 @@ async fn cluster_bad_input_snapshot_sees_a_write() {
         "{added:?}"
     );
 }
+
+/// A credential plugin that is installed but fails (a stand-in for kubelogin whose refresh token
+/// expired): named with the plugin's own explanation, and without what it printed on stdout, where
+/// a plugin writes its token.
+#[tokio::test]
+async fn cluster_bad_input_credential_plugin_fails() {
+    let dir = tempdir();
+    let secret = "half-written-token-0123456789abcdef";
+    let plugin = dir.join("kubelogin-standin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho '{{\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{secret}\"'\n\
+             echo 'AADSTS700082: The refresh token has expired due to inactivity.' >&2\nexit 1\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plugin_path = plugin.to_string_lossy().into_owned();
+    let kc = kubeconfig_with(|v| {
+        v["users"][0]["user"] = serde_json::json!({ "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": plugin_path,
+            "interactiveMode": "Never",
+        }});
+    });
+    let (err, _) = kubeconfig_refused(
+        &kc,
+        2,
+        &[
+            "getting credentials for context \"gridos-testenv\" failed",
+            "AADSTS700082",
+            "run the kubeconfig's credential command yourself",
+        ],
+    )
+    .await;
+    assert!(
+        !err.contains(secret),
+        "the plugin's stdout is not echoed: {err}"
+    );
+}
+
+/// There is no flag that turns TLS verification off: none in any command's help, and the names
+/// other tools use for one are unknown arguments.
+#[test]
+fn no_flag_turns_tls_verification_off() {
+    for cmd in [
+        vec!["--help"],
+        vec!["install", "--help"],
+        vec!["plan", "--help"],
+        vec!["status", "--help"],
+        vec!["uninstall", "--help"],
+        vec!["canary", "wait", "--help"],
+    ] {
+        let help = crate::util::ok(&crate::util::gridos(&cmd)).to_lowercase();
+        for word in ["insecure", "skip-tls", "tls-verify", "no-verify"] {
+            assert!(!help.contains(word), "{cmd:?} help mentions {word}");
+        }
+    }
+    for flag in [
+        "--insecure-skip-tls-verify",
+        "--insecure",
+        "--skip-tls-verify",
+    ] {
+        let out = crate::util::gridos(&["status", flag]);
+        assert_eq!(out.status.code(), Some(2), "{flag} is refused");
+        assert!(
+            stderr(&out).contains("unexpected argument"),
+            "{flag}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// A kubeconfig that is not valid YAML: the position is named, the source line (here a token) is not.
+#[tokio::test]
+async fn cluster_bad_input_kubeconfig_not_yaml_does_not_quote_it() {
+    let token = "gridos-test-token-in-broken-yaml-0123456789";
+    let p = file(
+        &tempdir(),
+        "kubeconfig",
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: {token}\n   bad: [\n"
+        )
+        .as_bytes(),
+    );
+    let (err, _) = kubeconfig_refused(
+        &p,
+        2,
+        &[
+            "cannot read kubeconfig",
+            "line 7 column 4",
+            "fix the kubeconfig's YAML",
+        ],
+    )
+    .await;
+    assert!(!err.contains(token), "the token is not quoted: {err}");
+}
+
+/// A server that accepts the connection and then says nothing (a black-holing proxy or firewall):
+/// the first request gives up within 10 s, naming the server.
+#[tokio::test]
+async fn cluster_bad_input_silent_server_fails_within_10_s() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let kc = kubeconfig_with(|v| {
+        v["clusters"][0]["cluster"]["server"] = format!("https://127.0.0.1:{port}").into();
+    });
+    let server = format!("https://127.0.0.1:{port}/");
+    let (_, took) =
+        kubeconfig_refused(&kc, 1, &[&server, "did not answer within 5 s", "network"]).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "failed within 10 s: {took:?}"
+    );
+    drop(listener);
+}
