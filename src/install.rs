@@ -457,6 +457,8 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
     let now_record = apply::record_for(&p.objects);
     let stale = apply::stale(&p.record, &now_record);
     if !req.dry_run {
+        // Refused here, a user without the rights leaves the cluster untouched.
+        crate::preflight::authorize_writes(&p.client, &p.resolver, &p.objects, &p.record).await?;
         apply::write_record(
             &p.client,
             &p.record,
