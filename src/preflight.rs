@@ -1058,7 +1058,7 @@ async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Resul
         report.checks.push(warn(
             "ingress-nginx",
             crate::guidance::RETIREMENT_WARNING,
-            Some("plan the move to Gateway API".into()),
+            None,
         ));
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let name = "webhook certificate";

@@ -6,9 +6,11 @@
 mod util;
 
 mod canary;
+mod check;
 mod guidance;
 mod install;
 mod operate;
+mod rbac;
 mod render_cli;
 mod render_cluster;
 mod testenv;
