@@ -3,7 +3,8 @@
 //! Canary are checked.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 
 use crate::util::{
     client, cluster_lock, create_namespace, delete_namespace, gridos_k, ok, reset, stdout,
@@ -140,6 +141,32 @@ async fn cluster_check_after_install() {
     }
     let lines = json_lines(&ok(&gridos_k(&["check", "-o", "json"])));
     assert_eq!(lines.last().unwrap()["result"], "pass");
+
+    // A webhook certificate inside its last 30 days warns (install would renew it).
+    let short = gridos_setup::certs::generate(
+        "ingress-nginx-controller-admission",
+        "ingress-nginx",
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(10 * 24 * 3600),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(c.clone(), "ingress-nginx")
+        .patch(
+            "ingress-nginx-admission",
+            &PatchParams::apply("test-expiry").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "data": {"ca.crt": short.ca_crt, "tls.crt": short.tls_crt, "tls.key": short.tls_key},
+            })),
+        )
+        .await
+        .unwrap();
+    let text = ok(&gridos_k(&["check"]));
+    assert!(
+        text.contains("[warn] webhook certificate: expires on ")
+            && text.contains("hint: re-run `gridos-setup install` to renew it"),
+        "{text}"
+    );
 
     // A missing Canary is a failure with its fix.
     let resolver = gridos_setup::apply::Resolver::new(&c).await.unwrap();
