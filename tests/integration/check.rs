@@ -86,6 +86,11 @@ async fn cluster_check_pre_fails_on_a_helm_managed_ingress_nginx() {
         .await
         .unwrap();
     let out = gridos_k(&["check", "--pre"]);
+    // Gone at once (a namespace takes seconds), so the next test's cluster has no Helm release.
+    Api::<Deployment>::namespaced(c.clone(), &ns)
+        .delete("ingress-nginx-controller", &DeleteParams::default())
+        .await
+        .unwrap();
     delete_namespace(&c, &ns).await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
