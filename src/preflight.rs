@@ -831,7 +831,17 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
     let values = profile::resolve(&values_req)?;
     let mut report = Report::default();
     report.checks.push(exec_plugin(&req.connect));
-    let cluster = cluster::connect(&req.connect).await?;
+    let cluster = match cluster::connect(&req.connect).await {
+        Ok(c) => c,
+        Err(e) if e.is_input() => return Err(e.into()),
+        // An exec plugin that cannot run already fails here; the credentials line above says why.
+        Err(e) => {
+            report
+                .checks
+                .push(fail("API server", format!("cannot connect: {e}"), e.hint()));
+            return Ok(report);
+        }
+    };
     let client = cluster.client.clone();
     match client.apiserver_version().await {
         Ok(info) => report.checks.push(version_check(&info, &cluster.server)),

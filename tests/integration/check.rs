@@ -193,3 +193,28 @@ async fn cluster_check_after_install() {
     );
     reset(&c).await;
 }
+
+#[test]
+fn check_pre_names_a_missing_exec_plugin() {
+    // No cluster needed: the plugin is checked before the API server is asked anything.
+    let kc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "aks", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "kubelogin-not-installed", "args": ["get-token"], "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "aks", "context": {"cluster": "aks", "user": "u"}}],
+        "current-context": "aks",
+    });
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique_name("exec")));
+    std::fs::write(&path, kc.to_string()).unwrap();
+    let out = crate::util::gridos(&["check", "--pre", "--kubeconfig", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FAIL] credentials: the kubeconfig's exec plugin kubelogin-not-installed is not on PATH\n       hint: install kubelogin-not-installed or put it on PATH"),
+        "{text}"
+    );
+    assert!(text.contains("[FAIL] API server: "), "{text}");
+}
