@@ -418,6 +418,14 @@ pub async fn object_permissions(
                 .entry((verb, qualified(&group, &resource), ns))
                 .or_default()
                 .extend(ids),
+            // A cluster that does not let this user ask leaves the answer to the apply itself.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::debug!("SelfSubjectAccessReview refused: {}", s.message);
+                out.errors.push(format!(
+                    "cannot ask whether {verb} {} is allowed: SelfSubjectAccessReview is forbidden",
+                    qualified(&group, &resource)
+                ));
+            }
             Err(e) => {
                 return Err(Error::Api {
                     context:
@@ -485,6 +493,8 @@ pub async fn authorize_writes(
         reviews = p.reviews,
         "permission check before the first write"
     );
+    // Other failures (an invalid object, a review the cluster refuses) are left to the apply,
+    // which reports them with the object's context.
     if p.denials.is_empty() {
         return Ok(());
     }
@@ -936,7 +946,7 @@ async fn pre(
             report.checks.push(fail(
                 "dry run",
                 perms.errors.join("; "),
-                "fix the values that make the object invalid, or the cluster's admission policy that refuses it",
+                "each message names the object and the cause: an invalid value, an admission policy that refuses it, or a review this user may not ask for",
             ));
         }
     }
