@@ -166,6 +166,37 @@ pub enum Command {
         #[command(subcommand)]
         action: CanaryAction,
     },
+    /// Check a cluster: before install (--pre: API version, AKS, credentials, permissions, conflicts) or after it (components, CRDs, address, Canary).
+    #[command(
+        after_help = "Examples:\n  gridos-setup check --pre --profile appgw\n  gridos-setup check -o json   # after install"
+    )]
+    Check {
+        /// Before install: can install work here, and may this user do it?
+        #[arg(long)]
+        pre: bool,
+        /// Profile, host and values to render what install would (default: profile nginx, a placeholder host).
+        #[command(flatten)]
+        values: ValuesArgs,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print the least-privilege ClusterRole (and, with a subject, its ClusterRoleBinding) install, status and uninstall need.
+    #[command(
+        after_help = "Examples:\n  gridos-setup rbac --user alice@example.com | kubectl apply -f -\n  gridos-setup rbac --group 0c9d...-aad-group-id --profile appgw\n  gridos-setup rbac --serviceaccount ci:deployer"
+    )]
+    Rbac {
+        #[command(flatten)]
+        values: ValuesArgs,
+        /// Bind a user (repeatable), e.g. an Entra ID user principal name.
+        #[arg(long, value_name = "NAME")]
+        user: Vec<String>,
+        /// Bind a group (repeatable), e.g. an Entra ID group object id.
+        #[arg(long, value_name = "NAME")]
+        group: Vec<String>,
+        /// Bind a ServiceAccount (repeatable), as NAMESPACE:NAME.
+        #[arg(long = "serviceaccount", value_name = "NAMESPACE:NAME")]
+        service_account: Vec<String>,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  gridos-setup completions bash > /etc/bash_completion.d/gridos-setup\n  gridos-setup completions zsh > \"${fpath[1]}/_gridos-setup\""
@@ -622,6 +653,77 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             let v = profile::resolve(&req)?;
             let objects = render::render(&v, &render::RenderInputs::offline(&v))?;
             write_stdout(&render::to_yaml(&objects)?)?;
+        }
+        Command::Check {
+            pre,
+            values,
+            output,
+        } => {
+            let req = gridos_setup::preflight::CheckRequest {
+                connect: connect_request(&args),
+                values: values.request(),
+                pre: *pre,
+            };
+            let report = gridos_setup::preflight::check(&req).await?;
+            match output {
+                Output::Json => write_stdout(&report.to_json_lines())?,
+                Output::Text => write_stdout(&report.to_text())?,
+            }
+            return Ok(if report.failed() {
+                exit::FAILED
+            } else {
+                exit::OK
+            });
+        }
+        Command::Rbac {
+            values,
+            user,
+            group,
+            service_account,
+        } => {
+            let mut subjects = gridos_setup::rbac::Subjects {
+                users: user.clone(),
+                groups: group.clone(),
+                service_accounts: Vec::new(),
+            };
+            for sa in service_account {
+                match sa.split_once(':') {
+                    Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                        subjects.service_accounts.push((ns.into(), name.into()))
+                    }
+                    _ => {
+                        return Err(InputError::OutOfRange {
+                            path: "--serviceaccount".into(),
+                            value: format!("{sa:?}"),
+                            reason: "not NAMESPACE:NAME".into(),
+                            fix: "write --serviceaccount NAMESPACE:NAME, e.g. --serviceaccount ci:deployer".into(),
+                        }
+                        .into());
+                    }
+                }
+            }
+            let req = gridos_setup::preflight::defaulted(&values.request())?;
+            let v = profile::resolve(&req)?;
+            let rules = gridos_setup::preflight::rbac_rules(&v)?;
+            let objects: Vec<render::Object> = gridos_setup::rbac::objects(rules, &subjects)
+                .into_iter()
+                .map(|data| render::Object {
+                    template: "rbac".into(),
+                    data,
+                })
+                .collect();
+            let mut text = format!(
+                "# What `gridos-setup install --profile {}` (and its re-runs, status, check and uninstall) needs.\n",
+                v.name
+            );
+            if subjects.is_empty() {
+                text.push_str(
+                    "# Bind it with --user, --group or --serviceaccount NAMESPACE:NAME.\n",
+                );
+            }
+            let yaml = render::to_yaml(&objects)?;
+            text.push_str(&yaml.replace("# Source: manifests/rbac\n", ""));
+            write_stdout(&text)?;
         }
         Command::Completions { shell } => {
             let mut cmd = <Args as clap::CommandFactory>::command();

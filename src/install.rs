@@ -542,6 +542,8 @@ async fn run_install(
     let now_record = apply::record_for(&p.objects);
     let stale = apply::stale(&p.record, &now_record);
     if !req.dry_run {
+        // Refused here, a user without the rights leaves the cluster untouched.
+        crate::preflight::authorize_writes(&p.client, &p.resolver, &p.objects, &p.record).await?;
         interrupt.check()?;
         apply::write_record(
             &p.client,

@@ -36,7 +36,7 @@ pub struct UninstallSummary {
 
 /// Kinds whose objects in a namespace mean someone else uses it; derived objects (with an owner),
 /// the namespace's default ServiceAccount and root CA ConfigMap, and gridos-setup's members do not count.
-const CONTENT_KINDS: [(&str, &str, &str); 12] = [
+pub const CONTENT_KINDS: [(&str, &str, &str); 12] = [
     ("apps", "v1", "Deployment"),
     ("apps", "v1", "StatefulSet"),
     ("apps", "v1", "DaemonSet"),

@@ -320,3 +320,59 @@ pub async fn delete_token_user(c: &Client, name: &str) {
         .delete(name, &DeleteParams::default())
         .await;
 }
+
+/// A kubeconfig for ServiceAccount `ns/name` (created if missing), with a token from the TokenRequest
+/// API and the admin kubeconfig's server and CA: a user with exactly the rights bound to it.
+pub async fn sa_kubeconfig(c: &Client, ns: &str, name: &str) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    if sas.get_opt(name).await.unwrap().is_none() {
+        sas.create(&PostParams::default(), &sa).await.unwrap();
+    }
+    let request: TokenRequest = serde_json::from_value(
+        serde_json::json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+    )
+    .unwrap();
+    let token = sas
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .expect("token request")
+        .status
+        .expect("token status")
+        .token;
+    let admin = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    let context = admin
+        .contexts
+        .iter()
+        .find(|x| Some(&x.name) == admin.current_context.as_ref())
+        .and_then(|x| x.context.clone())
+        .expect("admin context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|x| x.name == context.cluster)
+        .and_then(|x| x.cluster.clone())
+        .expect("admin cluster");
+    // JSON is YAML: any kubeconfig reader takes it.
+    let kc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "test", "user": name}}],
+        "current-context": name,
+    });
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique_name(name)));
+    std::fs::write(&path, kc.to_string()).unwrap();
+    path
+}
+
+/// Runs `gridos-setup` as the user of `kubeconfig` (e.g. from [`sa_kubeconfig`]).
+pub fn gridos_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
+    let kc = kubeconfig.to_string_lossy().into_owned();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(&["--kubeconfig", &kc]);
+    gridos(&all)
+}
