@@ -29,6 +29,11 @@ pub const PROFILE: &str = "nginx";
 
 /// `install` as the tests run it: the nginx profile, JSON events on stdout, no prompt.
 pub fn install_command(extra: &[&str]) -> Command {
+    install_command_with(&kubeconfig(), extra)
+}
+
+/// [`install_command`] through another kubeconfig (another apiserver or user).
+pub fn install_command_with(kubeconfig: &std::path::Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridos-setup"));
     cmd.args([
         "install",
@@ -42,7 +47,7 @@ pub fn install_command(extra: &[&str]) -> Command {
     ])
     .args(extra)
     .arg("--kubeconfig")
-    .arg(kubeconfig())
+    .arg(kubeconfig)
     .env_remove("GRIDOS_PROFILE")
     .stdin(Stdio::null());
     cmd
@@ -50,7 +55,12 @@ pub fn install_command(extra: &[&str]) -> Command {
 
 /// Starts an install whose stdout lines arrive on the returned channel.
 pub fn spawn_install(extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = install_command(extra)
+    spawn_lines(install_command(extra))
+}
+
+/// Starts a command whose stdout lines arrive on the returned channel (stderr is piped).
+pub fn spawn_lines(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -259,7 +269,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for exit, returning the exit code and how long it took.
-fn wait_exit(child: &mut Child, secs: u64) -> (Option<i32>, Duration) {
+pub fn wait_exit(child: &mut Child, secs: u64) -> (Option<i32>, Duration) {
     let t = Instant::now();
     loop {
         if let Some(st) = child.try_wait().expect("wait") {

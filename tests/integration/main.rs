@@ -6,6 +6,7 @@
 mod util;
 
 mod canary;
+mod faults;
 mod guidance;
 mod install;
 mod interrupt;
