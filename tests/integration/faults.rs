@@ -168,7 +168,12 @@ async fn settle(c: &Client, kc: &Path, name: &str, code: Option<i32>, err: &str)
     };
     assert_matches_clean_install(c).await;
     assert_rerun_changes_nothing();
-    eprintln!("{name}: {verdict:?}");
+    let count = |what: &str| err.lines().filter(|l| l.contains(what)).count();
+    eprintln!(
+        "{name}: {verdict:?} ({} requests retried, {} watches re-opened)",
+        count("retrying in"),
+        count("watching again")
+    );
     verdict
 }
 
