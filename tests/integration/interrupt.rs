@@ -389,3 +389,54 @@ async fn cluster_sigkill_at_20_seeded_moments_of_a_fresh_install_then_reruns_con
     );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_sigint_stops_an_uninstall_with_130_and_a_rerun_finishes_it() {
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    reset(&c).await;
+    install_summary();
+    let kc = kubeconfig();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
+        .args(["uninstall", "--yes", "--kubeconfig"])
+        .arg(&kc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uninstall");
+    // Deleting the namespaces takes ~10 s: at 1.5 s the run is deleting or waiting.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "INT");
+    let (code, took) = wait_exit(&mut child, 10);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    assert!(err.contains("error: interrupted"), "{err}");
+    let out = crate::util::gridos_k(&["uninstall", "--yes"]);
+    ok(&out);
+    // Only the CRDs stay (kept without --purge-crds), as after an uninstall never interrupted.
+    let record = apply::read_record(&c).await.expect("record");
+    let left: Vec<_> = record
+        .members
+        .iter()
+        .filter(|m| !m.contains(" CustomResourceDefinition "))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the re-run finished the uninstall, yet {left:?} remain: {}",
+        stdout(&out)
+    );
+    for ns in ["ingress-nginx", "flagger-system", "gridos"] {
+        let live = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
+            .get_opt(ns)
+            .await
+            .expect("get");
+        assert!(live.is_none(), "namespace {ns} is gone");
+    }
+    reset(&c).await;
+}
