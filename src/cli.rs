@@ -623,7 +623,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 purge_crds: *purge_crds,
                 timeout,
             };
-            let summary = gridos_setup::uninstall::uninstall(&req).await?;
+            let summary = gridos_setup::uninstall::uninstall_with(&req, &INTERRUPT).await?;
             let mut text = String::new();
             if summary.nothing_installed {
                 text.push_str(

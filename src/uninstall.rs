@@ -116,6 +116,15 @@ fn api_for(
 }
 
 pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error> {
+    uninstall_with(req, &crate::interrupt::Interrupt::new()).await
+}
+
+/// [`uninstall`] that starts no deletion once `interrupt` is requested and ends its waits; the
+/// record still lists what is left, so a re-run finishes the job.
+pub async fn uninstall_with(
+    req: &UninstallRequest,
+    interrupt: &crate::interrupt::Interrupt,
+) -> Result<UninstallSummary, Error> {
     let deadline = Instant::now() + req.timeout;
     let cluster = cluster::connect(&req.connect).await?;
     let client = cluster.client;
@@ -155,6 +164,7 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
         }
     }
     for wave in &waves {
+        interrupt.check()?;
         for (s, deleted) in apply::prune_all(&client, &resolver, wave, false).await? {
             if deleted {
                 summary.deleted.push(s.id());
@@ -171,7 +181,12 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             let _ = tokio::time::timeout_at(deadline, await_condition(api, &name, gone)).await;
         })
     });
-    join_all(waits).await;
+    interrupt
+        .guard(async {
+            join_all(waits).await;
+            Ok::<_, Error>(())
+        })
+        .await?;
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let mut deleting = Vec::new();
     for ns in namespaces {
@@ -194,6 +209,7 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             ));
             continue;
         }
+        interrupt.check()?;
         if let Ok(Some(live)) = ns_api.get_opt(&ns.name).await {
             let _ = ns_api.delete(&ns.name, &DeleteParams::background()).await;
             deleting.push((ns.name.clone(), live.metadata.uid.unwrap_or_default()));
@@ -210,7 +226,10 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
             .await
         }
     });
-    for (r, (name, _)) in join_all(waits).await.into_iter().zip(&deleting) {
+    let results = interrupt
+        .guard(async { Ok::<_, Error>(join_all(waits).await) })
+        .await?;
+    for (r, (name, _)) in results.into_iter().zip(&deleting) {
         if r.is_err() {
             return Err(Error::Wait(crate::wait::WaitError::Timeout {
                 what: format!("namespace {name} to be deleted"),
@@ -219,6 +238,7 @@ pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error
         }
     }
     // What stays recorded is exactly what was kept; everything else is gone or was never there.
+    interrupt.check()?;
     let keep: BTreeSet<String> = summary.kept.iter().map(|(id, _)| id.clone()).collect();
     remaining
         .members

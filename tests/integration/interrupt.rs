@@ -29,6 +29,11 @@ pub const PROFILE: &str = "nginx";
 
 /// `install` as the tests run it: the nginx profile, JSON events on stdout, no prompt.
 pub fn install_command(extra: &[&str]) -> Command {
+    install_command_with(&kubeconfig(), extra)
+}
+
+/// [`install_command`] through another kubeconfig (another apiserver or user).
+pub fn install_command_with(kubeconfig: &std::path::Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridos-setup"));
     cmd.args([
         "install",
@@ -42,7 +47,7 @@ pub fn install_command(extra: &[&str]) -> Command {
     ])
     .args(extra)
     .arg("--kubeconfig")
-    .arg(kubeconfig())
+    .arg(kubeconfig)
     .env_remove("GRIDOS_PROFILE")
     .stdin(Stdio::null());
     cmd
@@ -50,7 +55,12 @@ pub fn install_command(extra: &[&str]) -> Command {
 
 /// Starts an install whose stdout lines arrive on the returned channel.
 pub fn spawn_install(extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = install_command(extra)
+    spawn_lines(install_command(extra))
+}
+
+/// Starts a command whose stdout lines arrive on the returned channel (stderr is piped).
+pub fn spawn_lines(mut cmd: Command) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -259,7 +269,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Waits for exit, returning the exit code and how long it took.
-fn wait_exit(child: &mut Child, secs: u64) -> (Option<i32>, Duration) {
+pub fn wait_exit(child: &mut Child, secs: u64) -> (Option<i32>, Duration) {
     let t = Instant::now();
     loop {
         if let Some(st) = child.try_wait().expect("wait") {
@@ -378,4 +388,55 @@ async fn cluster_sigkill_at_20_seeded_moments_of_a_fresh_install_then_reruns_con
         failed.len()
     );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_sigint_stops_an_uninstall_with_130_and_a_rerun_finishes_it() {
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    reset(&c).await;
+    install_summary();
+    let kc = kubeconfig();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
+        .args(["uninstall", "--yes", "--kubeconfig"])
+        .arg(&kc)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uninstall");
+    // Deleting the namespaces takes ~10 s: at 1.5 s the run is deleting or waiting.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "INT");
+    let (code, took) = wait_exit(&mut child, 10);
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    assert!(err.contains("error: interrupted"), "{err}");
+    let out = crate::util::gridos_k(&["uninstall", "--yes"]);
+    ok(&out);
+    // Only the CRDs stay (kept without --purge-crds), as after an uninstall never interrupted.
+    let record = apply::read_record(&c).await.expect("record");
+    let left: Vec<_> = record
+        .members
+        .iter()
+        .filter(|m| !m.contains(" CustomResourceDefinition "))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the re-run finished the uninstall, yet {left:?} remain: {}",
+        stdout(&out)
+    );
+    for ns in ["ingress-nginx", "flagger-system", "gridos"] {
+        let live = Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
+            .get_opt(ns)
+            .await
+            .expect("get");
+        assert!(live.is_none(), "namespace {ns} is gone");
+    }
+    reset(&c).await;
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod canary;
 mod certs;
 mod check;
+mod faults;
 mod guidance;
 mod install;
 mod interrupt;
