@@ -331,7 +331,14 @@ class Bench:
             self.reset()
             t_start_ms = time.time() * 1e3
             wall, _, lines = timed(self.gridos_argv())
-            set_ms, ip = self.address_set_after(t_start_ms)
+            # The stand-in logs after its PATCH returns, which can be after gridos-setup saw the
+            # address and exited.
+            set_ms, ip = None, None
+            for _ in range(50):
+                set_ms, ip = self.address_set_after(t_start_ms)
+                if ip is not None:
+                    break
+                time.sleep(0.1)
             if ip is None:
                 raise CommandFailed("lb-standin did not log `address set` for "
                                     f"{LB_SERVICE[0]}/{LB_SERVICE[1]}")
