@@ -582,9 +582,10 @@ def report(b, res, lat, render, versions):
       "spawns included.")
     w("- **No-op re-run**: the same install again right after; kubectl: one `apply --server-side -f "
       "all.yaml`. gridos-setup still checks rollouts and the address, kubectl does not.")
-    w("- **Reset** between contenders: `kubectl delete -f all.yaml --wait` (CRDs, namespaces, "
-      "cluster-scoped objects), the ApplySet parent ConfigMap kube-system/gridos-setup, then waits "
-      "until the namespaces are gone, so both start from the same state.")
+    w("- **Reset** before each contender: `kubectl delete --wait` of every rendered object but the "
+      "custom resources (they go with their CRDs and namespaces), the ApplySet parent ConfigMap "
+      "kube-system/gridos-setup, then a wait until the namespaces are gone, so both start from the "
+      "same state.")
     w(f"- **Address set -> reported**: lb-standin delay {LB_LATENCY_DELAY}; a fresh gridos-setup "
       "install with `-o json`, each stdout line timestamped on arrival (Python, same clock); "
       "compared with the stand-in's `address set ... at_unix_ms=` log line, which the stand-in stamps "
@@ -593,8 +594,9 @@ def report(b, res, lat, render, versions):
       + ", ".join(sorted({s['event'] for s in lat})) + f"; per round: "
       + ", ".join(f"{s['latency_ms']:.0f}" for s in lat) + " ms.")
     w("- **Peak RSS**: `/usr/bin/time -f %M` (GNU time) around each process.")
-    w("- **render**: wall time of `gridos-setup render`, process start to exit (see also the "
-      "render section).")
+    w("- **render**: wall time of `gridos-setup render`, process start to exit, measured here while "
+      "the control plane runs beside it; the render section's figure (control plane idle or down) "
+      "is the one to compare across commits.")
     w("- The machine is shared (other builds and tests may run alongside): expect noise, compare "
       "medians, and re-run on a quiet machine before drawing conclusions.")
     return "\n".join(out) + "\n"
