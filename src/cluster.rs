@@ -451,6 +451,12 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     }
     // Reads keep kube's default, which is longer than a watch's server-side timeout.
     config.connect_timeout = Some(CONNECT_TIMEOUT);
+    // kube sends no User-Agent; naming ourselves lets the apiserver's audit log and metrics tell
+    // gridos-setup's requests from kubectl's and from controllers'.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("gridos-setup/", env!("CARGO_PKG_VERSION"))),
+    ));
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| unusable(&e, &context, &secrets))?;
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
