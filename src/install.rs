@@ -250,6 +250,8 @@ struct Run<'a> {
     results: Vec<ObjectResult>,
     started: BTreeMap<String, Instant>,
     interrupt: Interrupt,
+    /// Objects already applied ahead of their wave (a re-run applies everything at once).
+    applied_ahead: BTreeMap<String, DynamicObject>,
 }
 
 impl Run<'_> {
@@ -276,6 +278,13 @@ impl Run<'_> {
     }
 
     async fn apply_wave(&mut self, objects: &[Object]) -> Result<Vec<DynamicObject>, Error> {
+        let ahead: Option<Vec<DynamicObject>> = objects
+            .iter()
+            .map(|o| self.applied_ahead.get(&o.id()).cloned())
+            .collect();
+        if let Some(applied) = ahead {
+            return Ok(applied);
+        }
         let mut by_component: BTreeMap<String, usize> = BTreeMap::new();
         for o in objects {
             *by_component.entry(component_of(o)).or_default() += 1;
@@ -565,7 +574,24 @@ async fn run_install(
         results: Vec::new(),
         started: BTreeMap::new(),
         interrupt: interrupt.clone(),
+        applied_ahead: BTreeMap::new(),
     };
+    // A re-run: every object is already a member and every kind is served. The waves' order only
+    // matters while objects are being created, so one concurrent apply saves four round trips.
+    let mut ahead_time = Duration::ZERO;
+    if !req.dry_run
+        && now_record.members.is_subset(&p.record.members)
+        && p.objects.iter().all(|o| run.resolver.resolve(o).is_ok())
+    {
+        let t = Instant::now();
+        let applied = run.apply_wave(&p.objects).await?;
+        run.applied_ahead = p.objects.iter().map(|o| o.id()).zip(applied).collect();
+        ahead_time = t.elapsed();
+        tracing::debug!(
+            elapsed_ms = ms(ahead_time),
+            "re-run: applied every object at once"
+        );
+    }
     let wave = |w: Wave| {
         p.objects
             .iter()
@@ -573,7 +599,7 @@ async fn run_install(
             .cloned()
             .collect::<Vec<_>>()
     };
-    let mut apply_time = Duration::ZERO;
+    let mut apply_time = ahead_time;
     let mut wait_time = Duration::ZERO;
     let wait_enabled = !req.dry_run && !req.no_wait;
 

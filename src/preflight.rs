@@ -843,7 +843,8 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
     report.checks.push(exec_plugin(&req.connect));
     let cluster = match cluster::connect(&req.connect).await {
         Ok(c) => c,
-        Err(e) if e.is_input() => return Err(e.into()),
+        // A missing exec plugin is refused by connect as bad input; here it is a report line already.
+        Err(e) if e.is_input() && !report.failed() => return Err(e.into()),
         // An exec plugin that cannot run already fails here; the credentials line above says why.
         Err(e) => {
             report
