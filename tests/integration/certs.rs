@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
 
-use crate::util::{client, cluster_lock, gridos_k, ok, reset, stderr};
+use crate::util::{client, cluster_lock, ok, reset, stderr};
 
 const NS: &str = "ingress-nginx";
 const DAY: u64 = 24 * 60 * 60;
@@ -125,14 +125,7 @@ async fn plant(c: &Client, cert: &gridos_setup::render::WebhookCert) {
 }
 
 fn install() -> std::process::Output {
-    gridos_k(&[
-        "install",
-        "--profile",
-        "nginx",
-        "--host",
-        "app.example.com",
-        "--yes",
-    ])
+    crate::util::install_nginx()
 }
 
 fn b64(s: &str) -> Vec<u8> {

@@ -123,14 +123,7 @@ async fn cluster_check_after_install() {
         "{}",
         stdout(&before)
     );
-    ok(&gridos_k(&[
-        "install",
-        "--profile",
-        "nginx",
-        "--host",
-        "app.example.com",
-        "--yes",
-    ]));
+    ok(&crate::util::install_nginx());
     let text = ok(&gridos_k(&["check"]));
     for want in [
         "[pass] CRD canaries.flagger.app: Established",

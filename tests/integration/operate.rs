@@ -54,14 +54,7 @@ async fn cluster_uninstall_removes_members_and_leaves_foreign_objects_and_crds()
     let _lock = cluster_lock().await;
     let c = client().await;
     reset(&c).await;
-    ok(&gridos_k(&[
-        "install",
-        "--profile",
-        "nginx",
-        "--host",
-        "app.example.com",
-        "--yes",
-    ]));
+    ok(&crate::util::install_nginx());
     // The user's own object in the app namespace: that namespace must stay, and so must the object.
     let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "gridos");
     cms.patch("app-settings", &PatchParams::apply("kubectl"), &Patch::Apply(serde_json::json!({

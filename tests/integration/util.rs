@@ -252,17 +252,7 @@ pub fn ok(out: &Output) -> String {
 /// server and CA and that token. Returns the kubeconfig's path and the token.
 /// `delete_token_user` removes the account and its binding.
 pub async fn token_kubeconfig(c: &Client, name: &str) -> (PathBuf, String) {
-    use base64::Engine;
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-
-    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "default");
-    let sa: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    sas.create(&PostParams::default(), &sa)
-        .await
-        .expect("create ServiceAccount");
     let crb: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
@@ -273,40 +263,7 @@ pub async fn token_kubeconfig(c: &Client, name: &str) -> (PathBuf, String) {
         .create(&PostParams::default(), &crb)
         .await
         .expect("create ClusterRoleBinding");
-    let req: TokenRequest = serde_json::from_value(serde_json::json!({
-        "spec": {"audiences": [], "expirationSeconds": 3600}
-    }))
-    .unwrap();
-    let token = sas
-        .create_token_request(name, &PostParams::default(), &req)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token status")
-        .token;
-
-    let admin: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let ca_data = match cluster["certificate-authority-data"].as_str() {
-        Some(d) => d.to_string(),
-        None => base64::engine::general_purpose::STANDARD.encode(
-            std::fs::read(cluster["certificate-authority"].as_str().expect("CA path")).unwrap(),
-        ),
-    };
-    let kc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "testenv", "cluster": {"server": cluster["server"], "certificate-authority-data": ca_data}}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": "testenv", "user": name}}],
-        "current-context": name,
-    });
-    let dir = std::env::temp_dir().join(unique_name("gridos-token"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_json::to_string(&kc).unwrap()).unwrap();
-    (path, token)
+    sa_kubeconfig_and_token(c, "default", name).await
 }
 
 /// Removes what `token_kubeconfig` created.
@@ -324,6 +281,11 @@ pub async fn delete_token_user(c: &Client, name: &str) {
 /// A kubeconfig for ServiceAccount `ns/name` (created if missing), with a token from the TokenRequest
 /// API and the admin kubeconfig's server and CA: a user with exactly the rights bound to it.
 pub async fn sa_kubeconfig(c: &Client, ns: &str, name: &str) -> PathBuf {
+    sa_kubeconfig_and_token(c, ns, name).await.0
+}
+
+/// [`sa_kubeconfig`], and the token it carries (for tests that search output for it).
+pub async fn sa_kubeconfig_and_token(c: &Client, ns: &str, name: &str) -> (PathBuf, String) {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), ns);
@@ -366,7 +328,19 @@ pub async fn sa_kubeconfig(c: &Client, ns: &str, name: &str) -> PathBuf {
     });
     let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique_name(name)));
     std::fs::write(&path, kc.to_string()).unwrap();
-    path
+    (path, token)
+}
+
+/// `gridos-setup install --profile nginx --host app.example.com --yes` as the admin.
+pub fn install_nginx() -> Output {
+    gridos_k(&[
+        "install",
+        "--profile",
+        "nginx",
+        "--host",
+        "app.example.com",
+        "--yes",
+    ])
 }
 
 /// Runs `gridos-setup` as the user of `kubeconfig` (e.g. from [`sa_kubeconfig`]).
