@@ -31,6 +31,7 @@ const GROUP_KINDS: &str = "applyset.kubernetes.io/contains-group-kinds";
 const NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
 const MEMBERS_KEY: &str = "members";
 const CREATED_NAMESPACES_KEY: &str = "created-namespaces";
+const INGRESS_INTERNAL_KEY: &str = "ingress-internal";
 /// Objects applied at once within a wave: enough to hide latency, few enough not to be throttled.
 const CONCURRENCY: usize = 8;
 /// Fields another controller owns by design; when they are the only conflict, gridos-setup lets go of them.
@@ -370,6 +371,10 @@ pub struct ApplySetRecord {
     pub namespaces: BTreeSet<String>,
     /// Namespaces gridos-setup created (not merely adopted): only these may uninstall delete.
     pub created_namespaces: BTreeSet<String>,
+    /// Whether the controller Service the last finished run applied was internal; `None` when not
+    /// known. While it matches this run's, the Service cannot be switching between public and
+    /// internal, and a re-run need not read it first.
+    pub ingress_internal: Option<bool>,
     /// The cluster's revision when the record was read: objects at or below it were not written since.
     pub revision: Option<u64>,
     pub exists: bool,
@@ -448,6 +453,7 @@ pub async fn read_record(client: &Client) -> Result<ApplySetRecord, ApplyError> 
         created_namespaces: lines(CREATED_NAMESPACES_KEY),
         group_kinds: split(GROUP_KINDS),
         namespaces: split(NAMESPACES),
+        ingress_internal: data.get(INGRESS_INTERNAL_KEY).and_then(|v| v.parse().ok()),
         revision,
         exists: true,
     })
@@ -465,6 +471,7 @@ pub fn record_for(objects: &[Object]) -> ApplySetRecord {
             .filter(|n| n != PARENT_NAMESPACE)
             .collect(),
         created_namespaces: BTreeSet::new(),
+        ingress_internal: None,
         revision: None,
         exists: true,
     }
@@ -482,11 +489,12 @@ pub async fn write_record(
         && have.group_kinds == want.group_kinds
         && have.namespaces == want.namespaces
         && have.created_namespaces == want.created_namespaces
+        && have.ingress_internal == want.ingress_internal
     {
         return Ok(false);
     }
     let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
-    let parent = serde_json::json!({
+    let mut parent = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -504,6 +512,9 @@ pub async fn write_record(
             CREATED_NAMESPACES_KEY: want.created_namespaces.iter().cloned().collect::<Vec<_>>().join("\n"),
         },
     });
+    if let Some(internal) = want.ingress_internal {
+        parent["data"][INGRESS_INTERNAL_KEY] = internal.to_string().into();
+    }
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
@@ -527,6 +538,8 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
             .union(&b.created_namespaces)
             .cloned()
             .collect(),
+        // Until a run finishes, the Service may still be as the earlier run left it.
+        ingress_internal: a.ingress_internal,
         revision: None,
         exists: true,
     }
@@ -753,6 +766,20 @@ mod tests {
                 "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": "v1", "time": applied_at}]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_union_keeps_the_earlier_runs_ingress_until_the_run_finishes() {
+        let before = ApplySetRecord {
+            ingress_internal: Some(false),
+            ..Default::default()
+        };
+        let now = ApplySetRecord {
+            ingress_internal: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(union(&before, &now).ingress_internal, Some(false));
+        assert_eq!(union(&now, &before).ingress_internal, Some(true));
     }
 
     #[test]

@@ -458,7 +458,7 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
         http::HeaderValue::from_static(concat!("gridos-setup/", env!("CARGO_PKG_VERSION"))),
     ));
     let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| unusable(&e, &context, &secrets))?;
+    let client = build_client(&config).map_err(|e| unusable(&e, &context, &secrets))?;
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(scrub_error(classify(&e, &server, &context), &secrets)),
@@ -474,6 +474,65 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
         context,
         server,
     })
+}
+
+/// kube's own stack with HTTP/2 offered by ALPN. kube-client 5 only enables HTTP/1.1, so each
+/// concurrent request opened its own TLS connection (a client-certificate handshake each); over
+/// HTTP/2 they share one connection, as kubectl's do. Servers that only speak HTTP/1.1 still get it.
+fn build_client(config: &Config) -> Result<Client, kube::Error> {
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+
+    // Proxies need kube's own connector chain (and its error when the feature is missing).
+    if config.proxy_url.is_some() {
+        return Client::try_from(config.clone());
+    }
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    // HTTP/2 writes a request's HEADERS and DATA frames separately; with Nagle on, the second waits
+    // for the server's delayed ACK (tens of ms per request).
+    http.set_nodelay(true);
+    let mut tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = rustls_pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| kube::Error::Service(format!("tls-server-name {name:?}: {e}").into()))?;
+        tls = tls.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    // The connect timeout covers the TLS handshake as well (a server that accepts and then stays
+    // silent), as in kube's own stack.
+    let mut connector = hyper_timeout::TimeoutConnector::new(
+        tls.enable_http1().enable_http2().wrap_connector(http),
+    );
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        // kube's own short retry of 429/503/504 (src/retry.rs backs it for longer outages).
+        .option_layer(config.default_retry.then(|| {
+            tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())
+        }))
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        // `-vv` shows each request (method and URL, never headers), as kube's own stack does.
+        // Failures stay at debug too: the caller reports them once, in its own words.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &http::Request<kube::client::Body>| {
+                    tracing::debug_span!("HTTP", method = %req.method(), url = %req.uri())
+                })
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .map_err(tower::BoxError::from)
+        .service(http_client);
+    Ok(Client::new(service, config.default_namespace.clone()))
 }
 
 /// A kubeconfig that cannot become a client. Credential plugins run while it is built, and kube's

@@ -169,13 +169,80 @@ impl Error {
         }
     }
 
+    /// The Kubernetes client error behind this one, if any.
+    fn kube_source(&self) -> Option<&kube::Error> {
+        use crate::apply::ApplyError;
+        match self {
+            Error::Api { source, .. }
+            | Error::Apply(ApplyError::Api { source, .. })
+            | Error::Apply(ApplyError::Discovery(source))
+            | Error::Apply(ApplyError::Parent(source)) => Some(source),
+            _ => None,
+        }
+    }
+
     /// The one line printed for this error: the problem, then the fix.
     pub fn one_line(&self) -> String {
+        // A connection failure reads "ServiceError: client error (Connect)" at the top; the cause
+        // (refused, reset, timed out) is at the bottom of the chain. Transport errors only: they
+        // carry no credentials, unlike some parse errors further down other chains.
+        let cause = self
+            .kube_source()
+            .filter(|e| matches!(e, kube::Error::Service(_) | kube::Error::HyperError(_)))
+            .map(|e| {
+                let mut cur: &dyn std::error::Error = e;
+                while let Some(next) = cur.source() {
+                    cur = next;
+                }
+                cur.to_string()
+            })
+            .filter(|c| !c.is_empty() && !self.to_string().contains(c.as_str()));
+        let problem = match cause {
+            Some(c) => format!("{self} ({c})"),
+            None => self.to_string(),
+        };
         let text = match self.hint() {
-            Some(h) => format!("error: {self}; {h}"),
-            None => format!("error: {self}"),
+            Some(h) => format!("error: {problem}; {h}"),
+            None => format!("error: {problem}"),
         };
         // Messages from the server or a library may span lines; the contract is one line.
         text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper's shape: a vague outer message over the io error that says what happened.
+    #[derive(Debug)]
+    struct Connect(std::io::Error);
+
+    impl std::fmt::Display for Connect {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Connect {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connection_failure_names_its_cause_on_the_one_line() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let e = Error::Api {
+            context: "reading Service ingress-nginx-controller".into(),
+            source: kube::Error::Service(Box::new(Connect(refused))),
+        };
+        let line = e.one_line();
+        assert!(
+            line.starts_with("error: reading Service ingress-nginx-controller: ServiceError: client error (Connect) (Connection refused); check"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
     }
 }

@@ -30,6 +30,13 @@ pub const ADMISSION_SERVICE: &str = "ingress-nginx-controller-admission";
 pub const ADMISSION_SECRET: &str = "ingress-nginx-admission";
 const INTERNAL_ANNOTATION: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
 
+/// Whether this run's controller Service is internal (an Azure internal load balancer).
+fn controller_is_internal(values: &Values) -> bool {
+    render::controller_service_annotations(values)
+        .get(INTERNAL_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
 fn is_internal(s: &Service) -> bool {
     s.metadata
         .annotations
@@ -206,24 +213,27 @@ pub async fn prepare(req: &InstallRequest) -> Result<Prepared, Error> {
     let mut values = profile::resolve(&req.values)?;
     let cluster = cluster::connect(&req.connect).await?;
     let client = cluster.client.clone();
-    let services: Api<Service> = Api::namespaced(client.clone(), &values.namespaces.ingress);
     let mut cert_notices = Vec::new();
-    // Independent reads: together they cost one round trip instead of four.
-    let (resolver, webhook, record, previous_service) = tokio::try_join!(
+    // Independent reads: together they cost one round trip instead of three.
+    let (resolver, webhook, record) = tokio::try_join!(
         async { Resolver::new(&client).await.map_err(Error::from) },
         webhook_cert(&client, &values, &mut cert_notices),
         async { apply::read_record(&client).await.map_err(Error::from) },
-        async {
-            with_retry("reading the controller Service", || {
-                services.get_opt(CONTROLLER_SERVICE)
-            })
-            .await
-            .map_err(|e| Error::Api {
-                context: format!("reading Service {CONTROLLER_SERVICE}"),
-                source: e,
-            })
-        },
     )?;
+    // Only a run that may switch the Service between public and internal needs it as it was.
+    let previous_service = if record.ingress_internal == Some(controller_is_internal(&values)) {
+        None
+    } else {
+        let services: Api<Service> = Api::namespaced(client.clone(), &values.namespaces.ingress);
+        with_retry("reading the controller Service", || {
+            services.get_opt(CONTROLLER_SERVICE)
+        })
+        .await
+        .map_err(|e| Error::Api {
+            context: format!("reading Service {CONTROLLER_SERVICE}"),
+            source: e,
+        })?
+    };
     let mut notices = Vec::new();
     let service_monitor = decide_service_monitor(&mut values, &resolver, &mut notices)?;
     notices.append(&mut cert_notices);
@@ -545,6 +555,7 @@ async fn run_install(
 ) -> Result<Summary, Error> {
     let t0 = Instant::now();
     let deadline = t0 + req.timeout;
+    crate::retry::limit_to(deadline);
     let p = prepare(req).await?;
     progress.event(&Event::Target {
         context: p.context.clone(),
@@ -555,7 +566,10 @@ async fn run_install(
     for n in &p.notices {
         progress.event(&Event::Notice { message: n.clone() });
     }
-    let now_record = apply::record_for(&p.objects);
+    let now_record = ApplySetRecord {
+        ingress_internal: Some(controller_is_internal(&p.values)),
+        ..apply::record_for(&p.objects)
+    };
     let stale = apply::stale(&p.record, &now_record);
     if !req.dry_run {
         // Refused here, a user without the rights leaves the cluster untouched.
@@ -745,8 +759,7 @@ async fn run_install(
     apply_time += t.elapsed();
 
     let ingress_ns = p.values.namespaces.ingress.clone();
-    let internal =
-        render::controller_service_annotations(&p.values).contains_key(INTERNAL_ANNOTATION);
+    let internal = controller_is_internal(&p.values);
     // Switching between public and internal makes Azure move the frontend: the old address is stale.
     let stale_address = p
         .previous_service

@@ -1,11 +1,12 @@
 //! Retrying API calls through transient faults (apiserver restarts, etcd leader changes, throttling) with bounded, jittered backoff.
 //!
-//! kube's client already retries 429/503/504 responses a few times at the HTTP layer; this layer
+//! kube's retry layer (kept in our client stack) already retries 429/503/504 responses a few times; this layer
 //! sits above it so that refused or reset connections while the apiserver restarts, 500s from an
 //! etcd leader change, and throttling that outlasts kube's own retries are waited out too. Anything
 //! else (403, 404, 409, 422, ...) is the caller's to handle and is returned at once.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,6 +26,21 @@ pub const DEFAULT: Backoff = Backoff {
     max_delay: Duration::from_secs(4),
     budget: Duration::from_secs(90),
 };
+
+/// The command's own `--timeout`: no retry starts after it, whatever the backoff's budget says,
+/// so `install --timeout 20s` against a server gone for good ends near 20 s, not after 90.
+static RUN_DEADLINE: OnceLock<Instant> = OnceLock::new();
+
+/// Bounds every later retry of this process by `deadline` (the first call wins: one run per process).
+pub fn limit_to(deadline: Instant) {
+    let _ = RUN_DEADLINE.set(deadline);
+}
+
+/// When retrying must stop: the budget after the first attempt, or the run's deadline if sooner.
+fn give_up_at(start: Instant, b: &Backoff, deadline: Option<Instant>) -> Instant {
+    let by_budget = start + b.budget;
+    deadline.map_or(by_budget, |d| d.min(by_budget))
+}
 
 /// Whether an error is worth retrying, and after how long the server asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +126,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    let start = Instant::now();
+    let give_up = give_up_at(Instant::now(), &b, RUN_DEADLINE.get().copied());
     let mut attempt = 0u32;
     loop {
         match op().await {
@@ -120,7 +136,7 @@ where
                     return Err(e);
                 };
                 let wait = delay(&b, attempt, retry_after, jitter_fraction());
-                if start.elapsed() + wait > b.budget {
+                if Instant::now() + wait > give_up {
                     return Err(e);
                 }
                 tracing::info!("{what}: {e}; retrying in {}ms", wait.as_millis());
@@ -195,6 +211,19 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_deadline_cuts_the_budget_short_but_never_extends_it() {
+        let start = Instant::now();
+        let near = start + Duration::from_secs(5);
+        let far = start + Duration::from_secs(600);
+        assert_eq!(give_up_at(start, &DEFAULT, Some(near)), near);
+        assert_eq!(
+            give_up_at(start, &DEFAULT, Some(far)),
+            start + DEFAULT.budget
+        );
+        assert_eq!(give_up_at(start, &DEFAULT, None), start + DEFAULT.budget);
+    }
 
     fn api(code: u16, message: &str, retry_after: u32) -> kube::Error {
         let mut s = kube::core::Status::failure(message, "x").with_code(code);

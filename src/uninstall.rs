@@ -126,6 +126,7 @@ pub async fn uninstall_with(
     interrupt: &crate::interrupt::Interrupt,
 ) -> Result<UninstallSummary, Error> {
     let deadline = Instant::now() + req.timeout;
+    crate::retry::limit_to(deadline);
     let cluster = cluster::connect(&req.connect).await?;
     let client = cluster.client;
     let record = apply::read_record(&client).await?;

@@ -229,6 +229,24 @@ async fn cluster_apiserver_and_etcd_restarts_during_apply_and_wait_then_the_run_
     let (code, err) = finish(&mut child, 240);
     verdicts.push(settle(&c, &kc, "etcd restart while applying", code, &err).await);
 
+    // 4. The apiserver goes away for good while applying: retries stop at --timeout (8 s), not
+    //    after the 90 s retry budget, with one error line; once it is back a re-run converges.
+    reset(&c).await;
+    let (mut child, lines) = spawn_lines(install_command_with(&kc, &["-v", "--timeout", "8s"]));
+    wait_line(&lines, 120, |l| l.contains("\"event\":\"object\""));
+    let gone = Instant::now();
+    api.stop("KILL");
+    let (code, err) = finish(&mut child, 60);
+    let took = gone.elapsed();
+    assert_ne!(code, Some(0), "nothing to install with: {err}");
+    assert!(
+        took < Duration::from_secs(12),
+        "gave up at the deadline, {took:?} after the apiserver went: {err}"
+    );
+    eprintln!("apiserver gone while applying: exit {code:?} {took:?} after it went");
+    api.spawn();
+    verdicts.push(settle(&c, &kc, "apiserver gone past --timeout", code, &err).await);
+
     let ok = verdicts
         .iter()
         .filter(|v| **v == Verdict::Succeeded)

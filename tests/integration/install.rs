@@ -293,6 +293,25 @@ async fn cluster_switching_profile_and_turning_off_the_service_monitor_prunes_on
         cms.get_opt("team-notes").await.unwrap().is_some(),
         "a non-member is never touched"
     );
+    // The record remembers the Service is internal now, so a re-run need not read it first...
+    let parent = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
+        .get("gridos-setup")
+        .await
+        .unwrap();
+    assert_eq!(
+        parent
+            .data
+            .unwrap()
+            .get("ingress-internal")
+            .map(String::as_str),
+        Some("true")
+    );
+    // ...and switching back still waits for the new public address rather than the internal one.
+    let text = ok(&install("nginx", &["--set", "serviceMonitor.enabled=off"]));
+    assert!(
+        text.contains("203.0.113.") && !text.contains("198.51.100."),
+        "the public address again: {text}"
+    );
 }
 
 #[tokio::test]
