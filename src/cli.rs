@@ -749,7 +749,14 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 allow_idle: *allow_idle,
             };
             let terminal = std::io::stderr().is_terminal();
-            return gridos_setup::canary::wait_and_report(&req, format_of(*output), terminal).await;
+            // Only reads: on SIGINT or SIGTERM the wait is dropped at once, nothing to finish.
+            return tokio::select! {
+                biased;
+                _ = INTERRUPT.cancelled() => Err(Error::Interrupted {
+                    done: "the canary wait stopped (it never writes, so nothing changed)".into(),
+                }),
+                r = gridos_setup::canary::wait_and_report(&req, format_of(*output), terminal) => r,
+            };
         }
         Command::Profiles { action: None } => {
             let mut text = String::new();

@@ -365,6 +365,32 @@ async fn cluster_canary_wait_times_out_with_3_naming_phase_and_weight() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cluster_canary_wait_stops_on_sigint_with_130_before_the_fallback_exit() {
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    let ns = canary_namespace(&c).await;
+    let wait = start_wait(&ns, &["--timeout", "60s"]);
+    let t0 = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-s", "INT", &wait.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let (code, out, err) = wait.finish(10);
+    let took = t0.elapsed();
+    assert_eq!(code, Some(130), "stdout:\n{out}\nstderr:\n{err}");
+    // main's fallback exits 130 by itself 1.8 s after a signal; well before that, the wait ended.
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: interrupted: the canary wait stopped"),
+        "{last}"
+    );
+    eprintln!("canary wait: SIGINT -> exit 130 in {took:?}");
+    delete_namespace(&c, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cluster_canary_wait_allow_idle_accepts_an_initialized_canary() {
     let _lock = cluster_lock().await;
     let c = client().await;
