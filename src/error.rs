@@ -122,12 +122,28 @@ pub enum Error {
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
-    Prompt(#[from] crate::prompt::PromptError),
+    Prompt(crate::prompt::PromptError),
     #[error("{context}: {source}")]
     Api {
         context: String,
         source: kube::Error,
     },
+}
+
+/// What an interruption at a question reports, whichever way it arrives (main's signal handler
+/// or the terminal read failing with EINTR).
+pub const STOPPED_AT_A_QUESTION: &str = "stopped at a question, before anything was written";
+
+impl From<crate::prompt::PromptError> for Error {
+    fn from(e: crate::prompt::PromptError) -> Self {
+        if e.interrupted() {
+            Error::Interrupted {
+                done: STOPPED_AT_A_QUESTION.into(),
+            }
+        } else {
+            Error::Prompt(e)
+        }
+    }
 }
 
 impl From<crate::interrupt::Interrupted> for Error {
@@ -146,7 +162,6 @@ impl Error {
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
             Error::Canary(e) => e.exit_code(),
             Error::Interrupted { .. } => exit::INTERRUPTED,
-            Error::Prompt(e) if e.interrupted() => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
     }

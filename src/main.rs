@@ -47,6 +47,14 @@ fn watch_signals() {
             _ = term.recv() => {},
         }
         cli::INTERRUPT.request();
+        if gridos_setup::prompt::asking() {
+            gridos_setup::prompt::restore_terminal();
+            let e = gridos_setup::error::Error::Interrupted {
+                done: gridos_setup::error::STOPPED_AT_A_QUESTION.into(),
+            };
+            eprintln!("\n{}", e.one_line());
+            std::process::exit(e.exit_code());
+        }
         // A thread, not a task: it must fire even if the runtime's workers are blocked.
         std::thread::spawn(|| {
             std::thread::sleep(std::time::Duration::from_millis(1800));

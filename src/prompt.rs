@@ -4,6 +4,8 @@
 //! instead, so a pipeline never hangs on a question. Prompts draw on stderr, keeping stdout for
 //! the result.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use dialoguer::console::Term;
 use dialoguer::theme::ColorfulTheme;
 use dialoguer::{Confirm, Input, Select};
@@ -34,7 +36,40 @@ impl PromptError {
 impl From<dialoguer::Error> for PromptError {
     fn from(e: dialoguer::Error) -> Self {
         let dialoguer::Error::IO(io) = e;
+        // Ctrl-C in the picker ends it without its cleanup: the cursor would stay hidden.
+        restore_terminal();
         PromptError::Terminal(io)
+    }
+}
+
+/// Set while a question waits for an answer. A signal then (SIGINT from another process, SIGTERM
+/// from a pipeline) cannot reach the blocking terminal read, and nothing has been written yet, so
+/// the signal handler may end the process at once instead of waiting for the run to stop.
+static ASKING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a question is on the terminal now.
+pub fn asking() -> bool {
+    ASKING.load(Ordering::SeqCst)
+}
+
+/// Puts the terminal back as the questions found it (the picker hides the cursor while open).
+pub fn restore_terminal() {
+    let _ = Term::stderr().show_cursor();
+}
+
+/// Marks a question as open for as long as it lives.
+struct Asking;
+
+impl Asking {
+    fn start() -> Self {
+        ASKING.store(true, Ordering::SeqCst);
+        Asking
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        ASKING.store(false, Ordering::SeqCst);
     }
 }
 
@@ -68,6 +103,7 @@ pub fn pick_profile() -> Result<String, PromptError> {
         .iter()
         .map(|(n, d)| format!("{n:width$}  {d}"))
         .collect();
+    let _asking = Asking::start();
     let i = Select::with_theme(&ColorfulTheme::default())
         .with_prompt("Which front does the cluster sit behind? (arrows, Enter)")
         .items(&items)
@@ -78,6 +114,7 @@ pub fn pick_profile() -> Result<String, PromptError> {
 
 /// Asks for the host until it is a valid DNS name (the same check as `--host`).
 pub fn ask_host() -> Result<String, PromptError> {
+    let _asking = Asking::start();
     let host: String = Input::with_theme(&ColorfulTheme::default())
         .with_prompt("Host the app is served on (e.g. app.example.com)")
         .validate_with(|h: &String| -> Result<(), String> {
@@ -89,6 +126,7 @@ pub fn ask_host() -> Result<String, PromptError> {
 
 /// Yes/no with No as the default, so Enter alone changes nothing.
 pub fn confirm(question: &str) -> Result<bool, PromptError> {
+    let _asking = Asking::start();
     Ok(Confirm::with_theme(&ColorfulTheme::default())
         .with_prompt(question)
         .default(false)

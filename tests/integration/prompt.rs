@@ -129,6 +129,38 @@ async fn cluster_prompt_pick_appgw_type_host_confirm_plan_installs() {
     reset(&c).await;
 }
 
+/// A signal while a question waits (a pipeline cancelling, `kill -INT`) ends the run at once,
+/// not after main's 1.8 s fallback, and gives the cursor the picker hid back.
+#[test]
+fn a_signal_at_the_picker_exits_130_at_once_and_shows_the_cursor() {
+    use rexpect::process::Signal;
+    for (sig, signal) in [("INT", Signal::SIGINT), ("TERM", Signal::SIGTERM)] {
+        let mut p = spawn_on_pty(&["install", "--host", HOST]);
+        p.exp_string("Which front does the cluster sit behind?")
+            .unwrap();
+        // Let the picker finish drawing, so the output after the signal is only the ending.
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        p.process_mut().signal(signal).expect("signal");
+        let rest = p.exp_eof().unwrap();
+        let took = t0.elapsed();
+        assert_eq!(exit_code(&p), 130, "SIG{sig}: {rest}");
+        assert!(
+            took < Duration::from_millis(1000),
+            "SIG{sig}: took {took:?}"
+        );
+        assert!(
+            rest.contains("error: interrupted: stopped at a question, before anything was written"),
+            "SIG{sig}: {rest}"
+        );
+        assert!(
+            rest.contains("\x1b[?25h"),
+            "SIG{sig}: the cursor is shown again: {rest:?}"
+        );
+        eprintln!("SIG{sig} at the picker: exit 130 in {took:?}");
+    }
+}
+
 #[test]
 fn no_terminal_no_profile_exits_2_fast_naming_the_choices() {
     let started = Instant::now();
