@@ -144,7 +144,7 @@ impl ConnectError {
 /// The innermost cause (kube's outer message repeats the path the error already names), cut to its
 /// first line with quoted text removed: the YAML parser quotes the offending source lines and values,
 /// and in a kubeconfig those can be tokens or keys.
-fn innermost(e: &dyn std::error::Error) -> String {
+pub(crate) fn innermost(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -204,13 +204,7 @@ impl Error {
         let cause = self
             .kube_source()
             .filter(|e| matches!(e, kube::Error::Service(_) | kube::Error::HyperError(_)))
-            .map(|e| {
-                let mut cur: &dyn std::error::Error = e;
-                while let Some(next) = cur.source() {
-                    cur = next;
-                }
-                cur.to_string()
-            })
+            .map(|e| crate::cluster::innermost(e))
             .filter(|c| !c.is_empty() && !self.to_string().contains(c.as_str()));
         let problem = match cause {
             Some(c) => format!("{self} ({c})"),

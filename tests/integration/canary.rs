@@ -371,11 +371,7 @@ async fn cluster_canary_wait_stops_on_sigint_with_130_before_the_fallback_exit()
     let ns = canary_namespace(&c).await;
     let wait = start_wait(&ns, &["--timeout", "60s"]);
     let t0 = Instant::now();
-    let sent = std::process::Command::new("kill")
-        .args(["-s", "INT", &wait.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    crate::interrupt::signal(&wait.child, "INT");
     let (code, out, err) = wait.finish(10);
     let took = t0.elapsed();
     assert_eq!(code, Some(130), "stdout:\n{out}\nstderr:\n{err}");

@@ -260,7 +260,7 @@ pub async fn release_load_balancer(c: &Client) {
         .await;
 }
 
-fn signal(child: &Child, sig: &str) {
+pub fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
         .args(["-s", sig, &child.id().to_string()])
         .status()
