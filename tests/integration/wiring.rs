@@ -468,8 +468,8 @@ async fn cluster_service_accounts_have_what_their_components_need() {
         (
             "flagger-system:flagger-prometheus",
             &[
-                ("list", "", "pods", "", "", ""),
-                ("watch", "", "pods", "", "", ""),
+                ("list", "", "pods", "", "ingress-nginx", ""),
+                ("watch", "", "pods", "", "ingress-nginx", ""),
             ],
         ),
     ];
@@ -513,6 +513,11 @@ async fn cluster_service_accounts_have_what_their_components_need() {
         (
             "flagger-system:flagger-prometheus",
             ("list", "", "secrets", "", "", ""),
+        ),
+        // It discovers only the ingress controller's pods, so it may not list pods elsewhere.
+        (
+            "flagger-system:flagger-prometheus",
+            ("list", "", "pods", "", "gridos", ""),
         ),
         (
             "gridos:default",
