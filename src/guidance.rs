@@ -719,11 +719,20 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     let (rg, prof, ep) = (rg.as_str(), prof.as_str(), ep.as_str());
     // Front Door custom-domain names take letters, digits and '-': the host with '-' for '.'.
     let domain = host.replace('.', "-");
-    let afd = |parts: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = vec!["az".into(), "afd".into()];
-        a.extend(parts.iter().map(|s| s.to_string()));
+    // `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
+    let p = |sub: &str, verb: &str, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["az", "afd", sub, verb, "-g", rg, "--profile-name", prof]
+            .map(String::from)
+            .to_vec();
+        a.extend(more.iter().map(|s| s.to_string()));
         a
     };
+    let the_origin = [
+        "--origin-group-name",
+        AFD_ORIGIN_GROUP,
+        "--origin-name",
+        AFD_ORIGIN,
+    ];
     let gs = |show: Vec<String>, create: Vec<String>| {
         let show: Vec<&str> = show.iter().map(String::as_str).collect();
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
@@ -744,41 +753,16 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         title: format!("Create the Front Door profile ({sku}) and its endpoint"),
         commands: vec![
             gs(
-                afd(&["profile", "show", "-g", rg, "--profile-name", prof]),
-                afd(&[
-                    "profile",
-                    "create",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--sku",
-                    sku,
-                ]),
+                p("profile", "show", &[]),
+                p("profile", "create", &["--sku", sku]),
             ),
             gs(
-                afd(&[
-                    "endpoint",
-                    "show",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--endpoint-name",
-                    ep,
-                ]),
-                afd(&[
+                p("endpoint", "show", &["--endpoint-name", ep]),
+                p(
                     "endpoint",
                     "create",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--endpoint-name",
-                    ep,
-                    "--enabled-state",
-                    "Enabled",
-                ]),
+                    &["--endpoint-name", ep, "--enabled-state", "Enabled"],
+                ),
             ),
         ],
         note: if private_link {
@@ -790,72 +774,39 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     steps.push(Step {
         title: "Create the origin group (one origin, so no health probe)".into(),
         commands: vec![gs(
-            afd(&["origin-group", "show", "-g", rg, "--profile-name", prof, "--origin-group-name", AFD_ORIGIN_GROUP]),
-            afd(&["origin-group", "create", "-g", rg, "--profile-name", prof, "--origin-group-name", AFD_ORIGIN_GROUP,
-                  "--sample-size", "4", "--successful-samples-required", "3", "--additional-latency-in-milliseconds", "50"]),
+            p("origin-group", "show", &["--origin-group-name", AFD_ORIGIN_GROUP]),
+            p("origin-group", "create", &["--origin-group-name", AFD_ORIGIN_GROUP, "--sample-size", "4", "--successful-samples-required", "3", "--additional-latency-in-milliseconds", "50"]),
         )],
         note: Some(format!(
             "Front Door probes with the origin host header {host}, which would go through the app's Ingress and Flagger's \
              split; with a single origin there is nothing to fail over to, so the group has no probe"
         )),
     });
-    let protocol_ports: [&str; 4] = ["--http-port", "80", "--https-port", "443"];
-    let mut origin = vec![
-        "origin",
-        "create",
-        "-g",
-        rg,
-        "--profile-name",
-        prof,
-        "--origin-group-name",
-        AFD_ORIGIN_GROUP,
-        "--origin-name",
-        AFD_ORIGIN,
-        "--host-name",
-        address,
-        "--origin-host-header",
-        host,
-    ];
-    origin.extend(protocol_ports);
-    origin.extend([
-        "--priority",
-        "1",
-        "--weight",
-        "1000",
-        "--enabled-state",
-        "Enabled",
-    ]);
+    let mut origin = p("origin", "create", &the_origin);
+    let target = ["--host-name", address, "--origin-host-header", host];
+    origin.extend(target.map(String::from));
+    origin.extend(
+        [
+            "--http-port",
+            "80",
+            "--https-port",
+            "443",
+            "--priority",
+            "1",
+            "--weight",
+            "1000",
+            "--enabled-state",
+            "Enabled",
+        ]
+        .map(String::from),
+    );
     if https {
-        origin.extend(["--enable-certificate-name-check", "true"]);
+        origin.extend(["--enable-certificate-name-check", "true"].map(String::from));
     }
-    let origin_show = afd(&[
-        "origin",
-        "show",
-        "-g",
-        rg,
-        "--profile-name",
-        prof,
-        "--origin-group-name",
-        AFD_ORIGIN_GROUP,
-        "--origin-name",
-        AFD_ORIGIN,
-    ]);
-    let origin_update = shs(afd(&[
-        "origin",
-        "update",
-        "-g",
-        rg,
-        "--profile-name",
-        prof,
-        "--origin-group-name",
-        AFD_ORIGIN_GROUP,
-        "--origin-name",
-        AFD_ORIGIN,
-        "--host-name",
-        address,
-        "--origin-host-header",
-        host,
-    ]));
+    let origin_show = p("origin", "show", &the_origin);
+    let mut update = p("origin", "update", &the_origin);
+    update.extend(target.map(String::from));
+    let origin_update = shs(update);
     if private_link {
         steps.push(Step {
             title: "Find the Private Link service AKS created for the ingress controller".into(),
@@ -869,31 +820,25 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
                  Link service after it"
             )),
         });
-        let mut o = origin.clone();
-        o.extend([
-            "--enable-private-link",
-            "true",
-            "--private-link-resource",
-            "$PLS_ID",
-            "--private-link-location",
-            "$AZ_LOCATION",
-            "--private-link-request-message",
-            "Front Door origin for gridos",
-        ]);
-        let mut create = vec!["az", "afd"];
-        create.extend(o);
+        let mut create = origin.clone();
+        create.extend(
+            [
+                "--enable-private-link",
+                "true",
+                "--private-link-resource",
+                "$PLS_ID",
+                "--private-link-location",
+                "$AZ_LOCATION",
+                "--private-link-request-message",
+                "Front Door origin for gridos",
+            ]
+            .map(String::from),
+        );
         steps.push(Step {
             title: format!(
                 "Add the ingress controller as a Private Link origin with origin host header {host}"
             ),
-            commands: vec![
-                format!(
-                    "{} >/dev/null 2>&1 || {}",
-                    shs(origin_show.clone()),
-                    sh(&create)
-                ),
-                origin_update.clone(),
-            ],
+            commands: vec![gs(origin_show.clone(), create), origin_update.clone()],
             note: Some(format!(
                 "origin = the internal address {address} behind the Private Link service"
             )),
@@ -909,11 +854,9 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
             note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
         });
     } else {
-        let mut create = vec!["az", "afd"];
-        create.extend(origin.iter().copied());
         steps.push(Step {
             title: format!("Add the ingress controller {address} as the origin with origin host header {host}"),
-            commands: vec![format!("{} >/dev/null 2>&1 || {}", shs(origin_show), sh(&create)), origin_update],
+            commands: vec![gs(origin_show, origin), origin_update],
             note: Some(if https {
                 format!(
                     "Front Door connects over HTTPS and checks the origin's certificate against {host}: the app's Ingress must \
@@ -929,49 +872,36 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         title: format!("Add {host} as a custom domain and read its validation token"),
         commands: vec![
             gs(
-                afd(&[
-                    "custom-domain",
-                    "show",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--custom-domain-name",
-                    &domain,
-                ]),
-                afd(&[
+                p("custom-domain", "show", &["--custom-domain-name", &domain]),
+                p(
                     "custom-domain",
                     "create",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--custom-domain-name",
-                    &domain,
-                    "--host-name",
-                    host,
-                    "--certificate-type",
-                    "ManagedCertificate",
-                    "--minimum-tls-version",
-                    "TLS12",
-                ]),
+                    &[
+                        "--custom-domain-name",
+                        &domain,
+                        "--host-name",
+                        host,
+                        "--certificate-type",
+                        "ManagedCertificate",
+                        "--minimum-tls-version",
+                        "TLS12",
+                    ],
+                ),
             ),
             format!(
                 "AFD_TOKEN=$({})",
-                shs(afd(&[
+                shs(p(
                     "custom-domain",
                     "show",
-                    "-g",
-                    rg,
-                    "--profile-name",
-                    prof,
-                    "--custom-domain-name",
-                    &domain,
-                    "--query",
-                    "validationProperties.validationToken",
-                    "-o",
-                    "tsv"
-                ]))
+                    &[
+                        "--custom-domain-name",
+                        &domain,
+                        "--query",
+                        "validationProperties.validationToken",
+                        "-o",
+                        "tsv"
+                    ]
+                ))
             ),
         ],
         note: Some(
@@ -1009,20 +939,18 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     }
     txt.push(format!(
         "until [ \"$({})\" = Approved ]; do sleep 30; done",
-        shs(afd(&[
+        shs(p(
             "custom-domain",
             "show",
-            "-g",
-            rg,
-            "--profile-name",
-            prof,
-            "--custom-domain-name",
-            &domain,
-            "--query",
-            "domainValidationState",
-            "-o",
-            "tsv"
-        ]))
+            &[
+                "--custom-domain-name",
+                &domain,
+                "--query",
+                "domainValidationState",
+                "-o",
+                "tsv"
+            ]
+        ))
     ));
     steps.push(Step {
         title: format!(
@@ -1040,10 +968,8 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     steps.push(Step {
         title: format!("Route {host} to the origin group"),
         commands: vec![gs(
-            afd(&["route", "show", "-g", rg, "--profile-name", prof, "--endpoint-name", ep, "--route-name", AFD_ROUTE]),
-            afd(&["route", "create", "-g", rg, "--profile-name", prof, "--endpoint-name", ep, "--route-name", AFD_ROUTE,
-                  "--origin-group", AFD_ORIGIN_GROUP, "--custom-domains", &domain, "--supported-protocols", "Http", "Https",
-                  "--https-redirect", "Enabled", "--forwarding-protocol", forwarding, "--link-to-default-domain", "Disabled"]),
+            p("route", "show", &["--endpoint-name", ep, "--route-name", AFD_ROUTE]),
+            p("route", "create", &["--endpoint-name", ep, "--route-name", AFD_ROUTE, "--origin-group", AFD_ORIGIN_GROUP, "--custom-domains", &domain, "--supported-protocols", "Http", "Https", "--https-redirect", "Enabled", "--forwarding-protocol", forwarding, "--link-to-default-domain", "Disabled"]),
         )],
         note: Some(if https {
             "Front Door terminates the client's TLS and opens a new TLS connection to the origin (HttpsOnly)".into()
@@ -1055,20 +981,11 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     });
     let mut cname = vec![format!(
         "AFD_HOST=$({})",
-        shs(afd(&[
+        shs(p(
             "endpoint",
             "show",
-            "-g",
-            rg,
-            "--profile-name",
-            prof,
-            "--endpoint-name",
-            ep,
-            "--query",
-            "hostName",
-            "-o",
-            "tsv"
-        ]))
+            &["--endpoint-name", ep, "--query", "hostName", "-o", "tsv"]
+        ))
     )];
     if input.az_available {
         cname.push(sh(&[
@@ -1109,18 +1026,11 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     } else {
         let fdid = format!(
             "$({})",
-            shs(afd(&[
+            shs(p(
                 "profile",
                 "show",
-                "-g",
-                rg,
-                "--profile-name",
-                prof,
-                "--query",
-                "frontDoorId",
-                "-o",
-                "tsv"
-            ]))
+                &["--query", "frontDoorId", "-o", "tsv"]
+            ))
         );
         let mut commands = vec![format!(
             "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
@@ -1161,10 +1071,10 @@ fn real_client_ip_step(v: &Values) -> Option<Step> {
     let cidrs = profile::trusted_proxies(v)?;
     let front = match v.front {
         Front::Appgw => {
-            "the Application Gateway's instances (private addresses in the VNet)".to_string()
+            "the Application Gateway's instances: private addresses in the VNet".to_string()
         }
         Front::Frontdoor if v.front_door.private_link => {
-            "the Private Link service's NAT addresses (private addresses in the VNet)".to_string()
+            "the Private Link service's NAT addresses: private addresses in the VNet".to_string()
         }
         Front::Frontdoor => "Front Door's backend addresses (AzureFrontDoor.Backend)".to_string(),
         Front::Nginx => "your proxy".to_string(),

@@ -226,3 +226,120 @@ async fn cluster_fronts_stable_address_availability_and_forwarded_trust() {
     );
     reset(&c).await;
 }
+
+/// Bad front values are refused before anything connects: exit 2, one line naming the value and the fix.
+#[test]
+fn bad_front_values_exit_2_before_connecting() {
+    for (profile, set, says) in [
+        (
+            "appgw",
+            "ingressController.realClientIp.trustedCidrs=[0.0.0.0/0]",
+            "forge",
+        ),
+        (
+            "appgw",
+            "ingressController.realClientIp.trustedCidrs=[10.1.0.0/33]",
+            "prefix length",
+        ),
+        (
+            "appgw",
+            "ingressController.realClientIp.trustedCidrs=[gateway]",
+            "not a CIDR",
+        ),
+        (
+            "nginx",
+            "ingressController.realClientIp.enabled=on",
+            "no front",
+        ),
+        (
+            "appgw",
+            "ingressController.service.publicIpName=ingress-ip",
+            "internal",
+        ),
+        (
+            "nginx",
+            "ingressController.service.publicIpName=-bad",
+            "public IP name",
+        ),
+        (
+            "nginx",
+            "ingressController.service.publicIpResourceGroup=net-rg",
+            "publicIpName is empty",
+        ),
+        (
+            "nginx",
+            "ingressController.service.dnsLabel=Gridos",
+            "DNS label",
+        ),
+        (
+            "nginx",
+            "ingressController.service.privateIp=10.0.0.9",
+            "internal load balancer",
+        ),
+        (
+            "appgw",
+            "ingressController.service.privateIp=8.8.8.8",
+            "private IPv4",
+        ),
+        (
+            "frontdoor",
+            "ingressController.service.allowedServiceTags=[Azure Front Door]",
+            "service tag",
+        ),
+        ("frontdoor", "frontDoor.id=not-a-guid", "GUID"),
+        (
+            "nginx",
+            "frontDoor.originProtocol=http",
+            "only behind Azure Front Door",
+        ),
+        ("nginx", "prometheus.storageSize=100Mi", "256Mi"),
+    ] {
+        let out = crate::util::gridos(&[
+            "install",
+            "--profile",
+            profile,
+            "--host",
+            HOST,
+            "--yes",
+            "--set",
+            set,
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ]);
+        let err = crate::util::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{set}: {err}");
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{set}: {err}"
+        );
+    }
+}
+
+/// With the Front Door ID set, the load test sends it as X-Azure-FDID, quoted for the load tester's `sh -c`.
+#[test]
+fn the_load_test_passes_the_origin_lock() {
+    let id = "0f3c4a1e-7b2d-4c5e-9a8b-1d2e3f4a5b6c";
+    let out = crate::util::gridos(&[
+        "render",
+        "--profile",
+        "frontdoor",
+        "--host",
+        HOST,
+        "--set",
+        &format!("frontDoor.id={id}"),
+    ]);
+    let yaml = ok(&out);
+    let line = yaml
+        .lines()
+        .find(|l| l.contains("hey -z"))
+        .expect("the load test command");
+    assert!(line.contains(&format!("-H 'X-Azure-FDID: {id}'")), "{line}");
+    let plain = ok(&crate::util::gridos(&[
+        "render",
+        "--profile",
+        "frontdoor",
+        "--host",
+        HOST,
+    ]));
+    assert!(!plain.contains("X-Azure-FDID"));
+}
