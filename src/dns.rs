@@ -99,10 +99,14 @@ fn tail(bytes: &[u8], lines: usize) -> String {
     }
 }
 
+/// The argv as a shell command line, as the reports and errors show it.
+fn display(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
 /// Runs one argv and returns its stdout; a failure carries the end of its stderr.
 fn run(argv: &[String]) -> Result<Vec<u8>, DnsError> {
-    let command =
-        shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "));
+    let command = display(argv);
     let Some((program, args)) = argv.split_first() else {
         return Ok(Vec::new());
     };
@@ -133,9 +137,7 @@ pub fn run_commands(
 ) -> Result<(), DnsError> {
     for argv in commands {
         run(argv)?;
-        report(
-            &shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" ")),
-        );
+        report(&display(argv));
     }
     Ok(())
 }
