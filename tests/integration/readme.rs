@@ -238,3 +238,65 @@ fn readme_pipeline_snippets_fail_when_gridos_setup_fails() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The README's alerting commands, pasted into bash as they stand (with `set -eo pipefail`): the
+/// install renders the AlertProvider, and the Secret it names holds the webhook address. Nothing is
+/// sent to the URL (Flagger is not running its alerts here).
+#[tokio::test]
+async fn cluster_readme_alerting_commands_create_the_provider_and_its_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DynamicObject};
+    use kube::discovery::ApiResource;
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("**Alerts**").expect("the alerting paragraph");
+    let block = &readme[start..];
+    let body = &block[block.find("```sh\n").expect("its commands") + 6..];
+    let script = &body[..body.find("```").unwrap()];
+
+    let _lock = crate::util::cluster_lock().await;
+    let c = crate::util::client().await;
+    crate::util::reset(&c).await;
+    let bin = Path::new(env!("CARGO_BIN_EXE_gridos-setup"))
+        .parent()
+        .unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let url = "https://example.invalid/webhook/gridos";
+    let out = Command::new("bash")
+        .args(["-eo", "pipefail", "-c", script])
+        .env("PATH", std::env::join_paths(dirs).unwrap())
+        .env("KUBECONFIG", crate::util::kubeconfig())
+        .env("TEAMS_WEBHOOK_URL", url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        crate::util::stdout(&out),
+        crate::util::stderr(&out)
+    );
+    let secret = Api::<Secret>::namespaced(c.clone(), "gridos")
+        .get("gridos-alerts")
+        .await
+        .unwrap();
+    let address = secret.data.unwrap_or_default()["address"].0.clone();
+    assert_eq!(address, url.as_bytes());
+    let ar = ApiResource {
+        group: "flagger.app".into(),
+        version: "v1beta1".into(),
+        api_version: "flagger.app/v1beta1".into(),
+        kind: "AlertProvider".into(),
+        plural: "alertproviders".into(),
+    };
+    let provider = Api::<DynamicObject>::namespaced_with(c.clone(), "gridos", &ar)
+        .get("gridos-alerts")
+        .await
+        .unwrap();
+    assert_eq!(provider.data["spec"]["type"], "msteams");
+    assert_eq!(provider.data["spec"]["secretRef"]["name"], "gridos-alerts");
+    crate::util::reset(&c).await;
+}
