@@ -422,14 +422,14 @@ fn check_apply_dns(
     Ok(())
 }
 
-/// Runs the `az network dns` commands for the records the install knows the value of, reporting each.
+/// Sets the A record the install knows the value of with `az network dns`, reporting each command.
 fn apply_dns_records(
     summary: &Summary,
     zone: &DnsZone,
     address: &str,
     format: OutputFormat,
 ) -> Result<(), Error> {
-    let commands = gridos_setup::guidance::az_dns_commands(
+    let record = gridos_setup::guidance::az_dns_record(
         &summary.values,
         address,
         &zone.resource_group,
@@ -442,7 +442,7 @@ fn apply_dns_records(
         }
         OutputFormat::Text => eprintln!("dns: {command}: {result}"),
     };
-    if commands.is_empty() {
+    let Some(record) = record else {
         let message = format!(
             "--apply-dns: no record whose value gridos-setup knows for profile {} (Azure has the values); \
              create the records the guidance lists",
@@ -456,8 +456,8 @@ fn apply_dns_records(
             OutputFormat::Text => eprintln!("note: {message}"),
         }
         return Ok(());
-    }
-    gridos_setup::dns::run_commands(&commands, &mut |c| report(c, "done")).map_err(Error::from)
+    };
+    gridos_setup::dns::replace_a_record(&record, &mut |c| report(c, "done")).map_err(Error::from)
 }
 
 fn confirm(question: &str) -> bool {

@@ -1,4 +1,4 @@
-//! `--dns-zone RESOURCE_GROUP/ZONE` and `--apply-dns`: which Azure DNS zone holds the host, and running the `az` commands that create its records.
+//! `--dns-zone RESOURCE_GROUP/ZONE` and `--apply-dns`: which Azure DNS zone holds the host, and running the `az` commands that set its records.
 
 use crate::error::InputError;
 
@@ -24,13 +24,7 @@ impl DnsZone {
         let Some((rg, zone)) = text.split_once('/') else {
             return Err(bad_zone(text, "no '/' between resource group and zone"));
         };
-        // Azure's rule for resource-group names: 1-90 of letters, digits, _ ( ) - . and no final dot.
-        let rg_ok = !rg.is_empty()
-            && rg.len() <= 90
-            && !rg.ends_with('.')
-            && rg
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '(' | ')' | '-' | '.'));
+        let rg_ok = crate::profile::is_resource_group(rg);
         if !rg_ok {
             return Err(bad_zone(
                 text,
@@ -85,7 +79,7 @@ impl DnsError {
             }
             DnsError::Failed { .. } => {
                 "fix the cause (`az login`, the zone's resource group, your DNS Zone Contributor role) and re-run; \
-                 the install is done and adding the record again is harmless"
+                 the install is done and setting the record again is harmless"
                     .into()
             }
         }
@@ -105,36 +99,76 @@ fn tail(bytes: &[u8], lines: usize) -> String {
     }
 }
 
+/// The argv as a shell command line, as the reports and errors show it.
+fn display(argv: &[String]) -> String {
+    shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+}
+
+/// Runs one argv and returns its stdout; a failure carries the end of its stderr.
+fn run(argv: &[String]) -> Result<Vec<u8>, DnsError> {
+    let command = display(argv);
+    let Some((program, args)) = argv.split_first() else {
+        return Ok(Vec::new());
+    };
+    let out = duct::cmd(program, args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| DnsError::Spawn {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(DnsError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr_tail: tail(&out.stderr, 3),
+        });
+    }
+    Ok(out.stdout)
+}
+
 /// Runs each argv in order, calling `report` after each success; stops at the first failure.
 pub fn run_commands(
     commands: &[Vec<String>],
     report: &mut dyn FnMut(&str),
 ) -> Result<(), DnsError> {
     for argv in commands {
-        let Some((program, args)) = argv.split_first() else {
-            continue;
-        };
-        let command = argv.join(" ");
-        let out = duct::cmd(program, args)
-            .stdin_null()
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .map_err(|e| DnsError::Spawn {
-                command: command.clone(),
-                reason: e.to_string(),
-            })?;
-        if !out.status.success() {
-            return Err(DnsError::Failed {
-                command,
-                status: out.status.to_string(),
-                stderr_tail: tail(&out.stderr, 3),
-            });
-        }
-        report(&command);
+        run(argv)?;
+        report(&display(argv));
     }
     Ok(())
+}
+
+/// The addresses of an A record set as `az network dns record-set a show -o json` prints it
+/// (`ARecords`, the REST property; `aRecords` from older CLI versions).
+fn a_addresses(json: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    ["ARecords", "aRecords"]
+        .iter()
+        .filter_map(|k| v[k].as_array())
+        .flatten()
+        .filter_map(|r| r["ipv4Address"].as_str().map(String::from))
+        .collect()
+}
+
+/// Makes the A record hold exactly `record.address`: adds it (creating the record set if needed),
+/// then removes every other address, so the one that went with an old Service does not linger.
+/// Adding first means the name never resolves to nothing in between.
+pub fn replace_a_record(
+    record: &crate::guidance::ARecord,
+    report: &mut dyn FnMut(&str),
+) -> Result<(), DnsError> {
+    run_commands(&[record.add_argv()], report)?;
+    let shown = run(&record.show_argv())?;
+    let stale: Vec<Vec<String>> = a_addresses(&shown)
+        .iter()
+        .filter(|a| **a != record.address)
+        .map(|a| record.remove_argv(a))
+        .collect();
+    run_commands(&stale, report)
 }
 
 #[cfg(test)]

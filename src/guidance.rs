@@ -2,7 +2,9 @@
 //!
 //! Pure logic, no cluster access: the integrator passes the resolved [`Values`], the ingress
 //! controller's load-balancer address (if known) and whether the Azure CLI is at hand. What the
-//! tool cannot know (gateway, Front Door and resource-group names, tokens) stays a `<placeholder>`.
+//! tool cannot know (gateway, Front Door and resource-group names, the certificate) is a shell
+//! variable, set once in the first Azure step from a `<placeholder>`; tokens and addresses Azure
+//! assigns are read into variables by the commands themselves. Every value is quoted for the shell.
 //!
 //! Record names are fully qualified (`app.example.com`, `_dnsauth.app.example.com`) because the
 //! DNS zone is usually unknown; each record's note gives the name relative to the zone, which is
@@ -10,7 +12,8 @@
 
 use serde::Serialize;
 
-use crate::profile::{Front, Values};
+use crate::profile::{self, Front, OriginProtocol, Values};
+use crate::render;
 
 /// What the user must do after install, for people (text) and pipelines (JSON).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -63,20 +66,47 @@ pub const RETIREMENT_WARNING: &str = "ingress-nginx was retired in March 2026 an
      security fixes. Plan the move to the Gateway API: Application Gateway for Containers on AKS, \
      or another Gateway API implementation; Flagger supports it as provider gatewayapi:v1.";
 
-/// Placeholders of the Azure resources the tool cannot know.
-const RG: &str = "<resource-group>";
-const GATEWAY: &str = "<gateway-name>";
-const POOL: &str = "<pool-name>";
-const HTTP_SETTINGS: &str = "<http-settings-name>";
+/// The shell variables the Azure commands read, each with what it stands for: the values only the
+/// user knows. The first Azure step sets them once (`NAME='<meaning>'`), so every later command can be
+/// pasted as it is.
+const V_RG: (&str, &str) = ("AZ_RG", "<resource-group for the gateway or Front Door>");
+const V_LOCATION: (&str, &str) = ("AZ_LOCATION", "<region, e.g. westeurope>");
+const V_GATEWAY: (&str, &str) = ("APPGW_NAME", "<application-gateway-name>");
+const V_VNET_RG: (&str, &str) = ("VNET_RG", "<resource group of the cluster's VNet>");
+const V_VNET: (&str, &str) = ("VNET_NAME", "<the cluster's VNet>");
+const V_SUBNET_CIDR: (&str, &str) = (
+    "APPGW_SUBNET_CIDR",
+    "<free range in that VNet for the gateway, e.g. 10.225.0.0/24>",
+);
+const V_WAF: (&str, &str) = ("WAF_POLICY", "<waf-policy-name>");
+const V_CERT: (&str, &str) = ("CERT_PFX", "<path to the PFX certificate for the host>");
+const V_CERT_PASSWORD: (&str, &str) = ("CERT_PASSWORD", "<the PFX's password>");
+const V_AFD_PROFILE: (&str, &str) = ("AFD_PROFILE", "<front-door-profile-name>");
+const V_AFD_ENDPOINT: (&str, &str) = ("AFD_ENDPOINT", "<endpoint-name, globally unique>");
+const V_AKS_RG: (&str, &str) = ("AKS_RG", "<the cluster's resource group>");
+const V_AKS: (&str, &str) = ("AKS_NAME", "<the cluster's name>");
+const V_DNS_RG: (&str, &str) = ("DNS_RG", "<resource group of the Azure DNS zone>");
+const V_DNS_ZONE: (&str, &str) = ("DNS_ZONE", "<the Azure DNS zone, e.g. example.com>");
+
+/// Fixed names for what the steps create inside the gateway or the Front Door profile.
+const POOL: &str = "gridos-pool";
 const PROBE: &str = "gridos-healthz";
-const AFD_PROFILE: &str = "<profile-name>";
-const AFD_ENDPOINT: &str = "<endpoint>";
-const AFD_ORIGIN_GROUP: &str = "<origin-group-name>";
-const AFD_DOMAIN: &str = "<custom-domain-name>";
-const PLS_ID: &str = "<private-link-service-id>";
-const DNS_RG: &str = "<dns-resource-group>";
-const DNS_ZONE: &str = "<dns-zone>";
-const DNS_NAME: &str = "<name-in-zone>";
+const HTTP_SETTINGS: &str = "gridos-http";
+const LISTENER: &str = "gridos-https";
+const FRONTEND_PORT: &str = "gridos-443";
+const SSL_CERT: &str = "gridos-cert";
+const REWRITE_SET: &str = "gridos-xff";
+const RULE: &str = "gridos";
+const APPGW_SUBNET: &str = "appgw-subnet";
+const AFD_ORIGIN_GROUP: &str = "gridos";
+const AFD_ORIGIN: &str = "gridos";
+const AFD_ROUTE: &str = "gridos";
+
+/// The App Gateway probe's Host: an IP literal matches no Ingress (Kubernetes refuses IP hosts in
+/// Ingress rules), so the probe reaches ingress-nginx's default server, which answers `/healthz`
+/// itself, and never the app or its canary. It is also the host Application Gateway's default
+/// probe uses.
+pub const APPGW_PROBE_HOST: &str = "127.0.0.1";
 
 /// The guidance for the profile in `input.values`.
 pub fn guidance(input: &GuidanceInput) -> Guidance {
@@ -105,6 +135,14 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
                     relative_note(&v.host, input.dns_zone)
                 )),
             });
+            if input.az_available {
+                steps.push(a_record_step(
+                    v,
+                    "Point the A record at the ingress controller",
+                    address,
+                    input.dns_zone,
+                ));
+            }
         }
         Front::Appgw => {
             dns.push(DnsRecord {
@@ -112,23 +150,20 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
                 name: v.host.clone(),
                 value: APPGW_PUBLIC_IP.into(),
                 note: Some(format!(
-                    "the Application Gateway's public IP, not the private address {address}: \
-                     az network public-ip show -g {RG} -n <gateway-public-ip-name> --query ipAddress -o tsv; {}",
+                    "the Application Gateway's public IP, not the private address {address} (step \"Point the A record\" below); {}",
                     relative_note(&v.host, input.dns_zone)
                 )),
             });
-            steps.extend(appgw_steps(v, address));
+            steps.extend(appgw_steps(v, address, input));
         }
         Front::Frontdoor => {
             dns.push(DnsRecord {
                 kind: "TXT".into(),
                 name: format!("_dnsauth.{}", v.host),
-                value: format!(
-                    "<validation-token from: az afd custom-domain show -g {RG} --profile-name {AFD_PROFILE} \
-                     --custom-domain-name {AFD_DOMAIN} --query validationProperties.validationToken -o tsv>"
-                ),
+                value: "<validation token of the custom domain, read in the steps below>".into(),
                 note: Some(format!(
-                    "proves to Front Door that you own the domain (the token expires after 7 days); {}",
+                    "exists only once the custom domain is created; proves to Front Door that you own the domain \
+                     (the token expires after 7 days); {}",
                     relative_note(&format!("_dnsauth.{}", v.host), input.dns_zone)
                 )),
             });
@@ -137,8 +172,7 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
                 name: v.host.clone(),
                 value: AFD_ENDPOINT_HOST.into(),
                 note: Some(format!(
-                    "the Front Door endpoint's host name: az afd endpoint show -g {RG} --profile-name {AFD_PROFILE} \
-                     --endpoint-name {AFD_ENDPOINT} --query hostName -o tsv; {}",
+                    "the Front Door endpoint's host name; create it last, once the route exists, or the host answers 404; {}",
                     relative_note(&v.host, input.dns_zone)
                 )),
             });
@@ -151,7 +185,13 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
                     v.host
                 ));
             }
-            steps.extend(frontdoor_steps(v, address));
+            if v.front_door.origin_protocol == OriginProtocol::Http && !v.front_door.private_link {
+                warnings.push(format!(
+                    "frontDoor.originProtocol=http: Front Door forwards user traffic to the public origin {address} in plain \
+                     HTTP, readable on the way between the edge and AKS. Drop the setting for HTTPS, or use Private Link."
+                ));
+            }
+            steps.extend(frontdoor_steps(v, address, input));
         }
     }
 
@@ -164,8 +204,23 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
         ));
     }
 
-    if input.az_available {
-        steps.insert(0, az_dns_step(v, address, input.dns_zone));
+    if let Some(step) = real_client_ip_step(v) {
+        steps.push(step);
+    }
+    if profile::trusted_proxies(v).is_some()
+        && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
+        && profile::front_ranges(v) == profile::PRIVATE_RANGES
+    {
+        warnings.push(format!(
+            "nginx takes the client's address from X-Forwarded-For sent from any private address ({}): narrow it to the \
+             front's subnet with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]' so that nothing else \
+             in the VNet can set it.",
+            profile::PRIVATE_RANGES.join(", ")
+        ));
+    }
+    if render::stable_address_annotations(v).is_empty() {
+        warnings.push(unstable_address_warning(v, address));
+        steps.push(stable_address_step(v));
     }
     steps.extend(app_steps(v));
     steps.extend(grafana_step(v));
@@ -178,46 +233,78 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
     }
 }
 
-/// `az network dns record-set ...` argv lists for the records whose value is known, for `--apply-dns`.
+/// One A record whose address replaces whatever the record set held, for `--apply-dns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ARecord {
+    pub resource_group: String,
+    pub zone: String,
+    /// The name relative to the zone (`@` for the apex).
+    pub name: String,
+    pub address: String,
+}
+
+/// The A record `--apply-dns` writes: only with `nginx`, where the address is the install's own.
 ///
-/// Only the `nginx` profile has one (A `host` -> `address`); the Application Gateway's public IP
-/// and Front Door's token and endpoint are not known to the tool, so those yield nothing. A host
-/// outside `zone` yields nothing either. `add-record` adds the address to the record set (a no-op
-/// when it is there); an older address in the set stays until removed with `remove-record`.
-pub fn az_dns_commands(
+/// The Application Gateway's public IP and Front Door's token and endpoint come from Azure, so
+/// those profiles yield nothing; a host outside `zone` yields nothing either.
+pub fn az_dns_record(
     values: &Values,
     address: &str,
     resource_group: &str,
     zone: &str,
-) -> Vec<Vec<String>> {
+) -> Option<ARecord> {
     if values.front != Front::Nginx {
-        return Vec::new();
+        return None;
     }
-    let Some(name) = relative_name(&values.host, zone) else {
-        return Vec::new();
-    };
-    vec![a_record_argv(resource_group, zone, &name, address)]
+    let name = relative_name(&values.host, zone)?;
+    Some(ARecord {
+        resource_group: resource_group.into(),
+        zone: zone.trim_end_matches('.').into(),
+        name,
+        address: address.into(),
+    })
 }
 
-fn a_record_argv(rg: &str, zone: &str, name: &str, address: &str) -> Vec<String> {
-    [
-        "az",
-        "network",
-        "dns",
-        "record-set",
-        "a",
-        "add-record",
-        "-g",
-        rg,
-        "-z",
-        zone,
-        "-n",
-        name,
-        "-a",
-        address,
-    ]
-    .map(String::from)
-    .to_vec()
+impl ARecord {
+    fn base(&self, verb: &str) -> Vec<String> {
+        [
+            "az",
+            "network",
+            "dns",
+            "record-set",
+            "a",
+            verb,
+            "-g",
+            &self.resource_group,
+            "-z",
+            &self.zone,
+            "-n",
+            &self.name,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Adds the address (creating the record set if needed; a no-op when it is there).
+    pub fn add_argv(&self) -> Vec<String> {
+        let mut a = self.base("add-record");
+        a.extend(["-a".into(), self.address.clone()]);
+        a
+    }
+
+    /// Reads the record set, as JSON, to find the addresses that are not this one.
+    pub fn show_argv(&self) -> Vec<String> {
+        let mut a = self.base("show");
+        a.extend(["-o".into(), "json".into()]);
+        a
+    }
+
+    /// Removes an older address; the set stays (it holds the new one).
+    pub fn remove_argv(&self, old: &str) -> Vec<String> {
+        let mut a = self.base("remove-record");
+        a.extend(["-a".into(), old.into(), "--keep-empty-record-set".into()]);
+        a
+    }
 }
 
 /// The name of `fqdn` relative to `zone` (`@` for the apex); `None` when it is not inside the zone.
@@ -257,202 +344,821 @@ fn relative_note(fqdn: &str, dns_zone: Option<(&str, &str)>) -> String {
     }
 }
 
-fn shell_join(argv: &[String]) -> String {
-    argv.join(" ")
+/// One shell word: `$NAME` and `$(...)` become `"$NAME"` and `"$(...)"` (expanded, never split);
+/// anything else is quoted for POSIX shells where it needs it (values such as hosts and addresses
+/// come from the user and the cluster).
+fn word(part: &str) -> String {
+    if part.starts_with('$') {
+        format!("\"{part}\"")
+    } else {
+        shlex::try_quote(part)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| "''".into())
+    }
 }
 
-/// Ready-to-run `az network dns` commands for every record of the profile.
-fn az_dns_step(v: &Values, address: &str, dns_zone: Option<(&str, &str)>) -> Step {
-    let (rg, zone, name) = match dns_zone {
+/// A command line from its words, each quoted by [`word`].
+fn sh(parts: &[&str]) -> String {
+    parts.iter().map(|p| word(p)).collect::<Vec<_>>().join(" ")
+}
+
+/// `SHOW >/dev/null 2>&1 || CREATE`: creates only what is missing, so a second run changes nothing
+/// (an Azure `create` on an existing gateway or profile would replace its configuration).
+fn guarded(show: &[&str], create: &[&str]) -> String {
+    format!("{} >/dev/null 2>&1 || {}", sh(show), sh(create))
+}
+
+/// `$NAME`, for a variable of the list above.
+fn var(v: (&str, &str)) -> String {
+    format!("${}", v.0)
+}
+
+/// The step that sets the variables the Azure commands read; each `<...>` is explained once, here.
+fn variables_step(vars: &[(&str, &str)]) -> Step {
+    Step {
+        title: "Set the names of your Azure resources (the commands below read these variables)".into(),
+        commands: vars
+            .iter()
+            .map(|(name, meaning)| format!("{name}={}", word(meaning)))
+            .collect(),
+        note: Some(
+            "replace each <...> with your value; the steps create what is missing and leave what exists, so they can be run again"
+                .into(),
+        ),
+    }
+}
+
+/// The DNS zone's resource group, zone and the host's name in it: from `--dns-zone`, else variables.
+fn zone_words(v: &Values, dns_zone: Option<(&str, &str)>) -> (String, String, String) {
+    match dns_zone {
         Some((rg, zone)) => (
             rg.to_string(),
             zone.to_string(),
-            relative_name(&v.host, zone).unwrap_or_else(|| DNS_NAME.into()),
+            relative_name(&v.host, zone).unwrap_or_else(|| "<name-in-zone>".into()),
         ),
-        None => (DNS_RG.into(), DNS_ZONE.into(), DNS_NAME.into()),
+        None => {
+            let name = relative_name(&v.host, likely_zone(&v.host)).unwrap_or_default();
+            (var(V_DNS_RG), var(V_DNS_ZONE), name)
+        }
+    }
+}
+
+/// Sets the A record to exactly `address` (a word: a value or `$VAR`): adds it, then removes every
+/// other address of the set, so an address that went with an old Service does not stay behind.
+fn a_record_commands(rg: &str, zone: &str, name: &str, address: &str) -> Vec<String> {
+    let base = |verb: &'static str| {
+        vec![
+            "az",
+            "network",
+            "dns",
+            "record-set",
+            "a",
+            verb,
+            "-g",
+            rg,
+            "-z",
+            zone,
+            "-n",
+            name,
+        ]
     };
+    let mut add = base("add-record");
+    add.extend(["-a", address]);
+    let mut show = base("show");
+    show.extend(["--query", "ARecords[].ipv4Address", "-o", "tsv"]);
+    let mut remove = base("remove-record");
+    remove.extend(["-a", "$old", "--keep-empty-record-set"]);
+    vec![
+        sh(&add),
+        format!(
+            "for old in $({}); do [ \"$old\" = {} ] || {}; done",
+            sh(&show),
+            word(address),
+            sh(&remove)
+        ),
+    ]
+}
+
+/// The A record `host` -> `address` in Azure DNS, replacing any older address.
+fn a_record_step(v: &Values, title: &str, address: &str, dns_zone: Option<(&str, &str)>) -> Step {
+    let (rg, zone, name) = zone_words(v, dns_zone);
+    let mut commands = Vec::new();
+    if dns_zone.is_none() {
+        commands.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
+        commands.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
+    }
+    commands.extend(a_record_commands(&rg, &zone, &name, address));
+    Step {
+        title: format!("{title} (Azure DNS)"),
+        commands,
+        note: Some(format!(
+            "the record set ends up holding only {address}: add-record adds it, the loop removes older addresses{}",
+            if dns_zone.is_none() {
+                format!(
+                    " ({} is the host's name in the zone, as for zone {})",
+                    name,
+                    likely_zone(&v.host)
+                )
+            } else {
+                String::new()
+            }
+        )),
+    }
+}
+
+/// Application Gateway v2 with a WAF policy in front of the internal load balancer, created in the
+/// order a fresh subscription needs: WAF policy, subnet and public IP, gateway, pool, probe,
+/// settings, TLS listener, X-Forwarded-For rewrite, rule, then the A record.
+fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
+    let host = v.host.as_str();
+    let (rg, gw, waf) = (var(V_RG), var(V_GATEWAY), var(V_WAF));
+    let (rg, gw, waf) = (rg.as_str(), gw.as_str(), waf.as_str());
+    let (vnet_rg, vnet) = (var(V_VNET_RG), var(V_VNET));
+    let pip = "$APPGW_NAME-pip";
+    let g = |group: &str, what: &str, name: &str, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "az",
+            "network",
+            "application-gateway",
+            group,
+            what,
+            "-g",
+            rg,
+            "--gateway-name",
+            gw,
+            "-n",
+            name,
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
+    let gs = |show: Vec<String>, create: Vec<String>| {
+        let show: Vec<&str> = show.iter().map(String::as_str).collect();
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        guarded(&show, &create)
+    };
+    let mut steps = vec![variables_step(&[
+        V_RG,
+        V_LOCATION,
+        V_GATEWAY,
+        V_VNET_RG,
+        V_VNET,
+        V_SUBNET_CIDR,
+        V_WAF,
+        V_CERT,
+        V_CERT_PASSWORD,
+    ])];
+    steps.push(Step {
+        title: "Create the WAF policy (OWASP 3.2, Prevention mode)".into(),
+        commands: vec![
+            guarded(
+                &["az", "network", "application-gateway", "waf-policy", "show", "-g", rg, "-n", waf],
+                &["az", "network", "application-gateway", "waf-policy", "create", "-g", rg, "-n", waf,
+                  "-l", &var(V_LOCATION), "--type", "OWASP", "--version", "3.2"],
+            ),
+            sh(&["az", "network", "application-gateway", "waf-policy", "policy-setting", "update", "-g", rg,
+                 "--policy-name", waf, "--mode", "Prevention", "--state", "Enabled"]),
+        ],
+        note: Some("a new policy starts in Detection mode, which only logs; Prevention blocks what the rules match".into()),
+    });
+    steps.push(Step {
+        title: "Create the gateway's subnet (in the cluster's VNet) and its public IP".into(),
+        commands: vec![
+            guarded(
+                &[
+                    "az",
+                    "network",
+                    "vnet",
+                    "subnet",
+                    "show",
+                    "-g",
+                    &vnet_rg,
+                    "--vnet-name",
+                    &vnet,
+                    "-n",
+                    APPGW_SUBNET,
+                ],
+                &[
+                    "az",
+                    "network",
+                    "vnet",
+                    "subnet",
+                    "create",
+                    "-g",
+                    &vnet_rg,
+                    "--vnet-name",
+                    &vnet,
+                    "-n",
+                    APPGW_SUBNET,
+                    "--address-prefixes",
+                    &var(V_SUBNET_CIDR),
+                ],
+            ),
+            guarded(
+                &["az", "network", "public-ip", "show", "-g", rg, "-n", pip],
+                &[
+                    "az",
+                    "network",
+                    "public-ip",
+                    "create",
+                    "-g",
+                    rg,
+                    "-n",
+                    pip,
+                    "-l",
+                    &var(V_LOCATION),
+                    "--sku",
+                    "Standard",
+                    "--allocation-method",
+                    "Static",
+                ],
+            ),
+        ],
+        note: Some(
+            "Application Gateway v2 needs a subnet of its own, and a Standard static public IP"
+                .into(),
+        ),
+    });
+    steps.push(Step {
+        title: "Create the Application Gateway (WAF_v2)".into(),
+        commands: vec![guarded(
+            &["az", "network", "application-gateway", "show", "-g", rg, "-n", gw],
+            &["az", "network", "application-gateway", "create", "-g", rg, "-n", gw, "-l", &var(V_LOCATION),
+              "--sku", "WAF_v2", "--capacity", "2", "--vnet-name", &vnet,
+              "--subnet", "$(az network vnet subnet show -g \"$VNET_RG\" --vnet-name \"$VNET_NAME\" -n appgw-subnet --query id -o tsv)",
+              "--public-ip-address", pip, "--waf-policy", waf, "--priority", "1000", "--servers", address],
+        )],
+        note: Some("creating a gateway takes several minutes; its default HTTP rule on port 80 is kept as created".into()),
+    });
+    steps.push(Step {
+        title: format!("Put the ingress controller's private address {address} in the backend pool"),
+        commands: vec![
+            gs(g("address-pool", "show", POOL, &[]), g("address-pool", "create", POOL, &["--servers", address])),
+            sh(&g("address-pool", "update", POOL, &["--servers", address]).iter().map(String::as_str).collect::<Vec<_>>()),
+        ],
+        note: Some("the internal load balancer's address in the cluster's VNet; the update keeps the pool on the current address".into()),
+    });
+    steps.push(Step {
+        title: "Probe the ingress controller itself, not the app".into(),
+        commands: vec![gs(
+            g("probe", "show", PROBE, &[]),
+            g("probe", "create", PROBE, &["--protocol", "Http", "--host", APPGW_PROBE_HOST, "--path", "/healthz",
+              "--interval", "30", "--timeout", "30", "--threshold", "3", "--match-status-codes", "200-399"]),
+        )],
+        note: Some(format!(
+            "Host {APPGW_PROBE_HOST} matches no Ingress, so ingress-nginx's default server answers /healthz; with Host {host} \
+             the probe would go through the app's Ingress and Flagger's split, and a failing canary could take the gateway's \
+             only backend down for everyone"
+        )),
+    });
+    steps.push(Step {
+        title: format!("Send traffic on port 80 with host name {host}"),
+        commands: vec![gs(
+            g("http-settings", "show", HTTP_SETTINGS, &[]),
+            g(
+                "http-settings",
+                "create",
+                HTTP_SETTINGS,
+                &[
+                    "--port",
+                    "80",
+                    "--protocol",
+                    "Http",
+                    "--probe",
+                    PROBE,
+                    "--host-name",
+                    host,
+                    "--timeout",
+                    "60",
+                ],
+            ),
+        )],
+        note: Some(format!(
+            "the host name makes NGINX pick the app's Ingress for {host}; TLS ends at the gateway"
+        )),
+    });
+    steps.push(Step {
+        title: format!("Add an HTTPS listener for {host} with your certificate"),
+        commands: vec![
+            gs(g("frontend-port", "show", FRONTEND_PORT, &[]), g("frontend-port", "create", FRONTEND_PORT, &["--port", "443"])),
+            gs(g("ssl-cert", "show", SSL_CERT, &[]), g("ssl-cert", "create", SSL_CERT, &["--cert-file", "$CERT_PFX", "--cert-password", "$CERT_PASSWORD"])),
+            gs(g("http-listener", "show", LISTENER, &[]), g("http-listener", "create", LISTENER, &["--frontend-port", FRONTEND_PORT,
+              "--ssl-cert", SSL_CERT, "--host-name", host])),
+        ],
+        note: Some(format!("the PFX holds the certificate and key for {host} (a Key Vault certificate works too: ssl-cert create --key-vault-secret-id)")),
+    });
+    steps.push(Step {
+        title: "Pass the client's address without its port, and route the listener to the pool".into(),
+        commands: vec![
+            guarded(
+                &["az", "network", "application-gateway", "rewrite-rule", "set", "show", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
+                &["az", "network", "application-gateway", "rewrite-rule", "set", "create", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
+            ),
+            guarded(
+                &["az", "network", "application-gateway", "rewrite-rule", "show", "-g", rg, "--gateway-name", gw,
+                  "--rule-set-name", REWRITE_SET, "-n", "strip-port"],
+                &["az", "network", "application-gateway", "rewrite-rule", "create", "-g", rg, "--gateway-name", gw,
+                  "--rule-set-name", REWRITE_SET, "-n", "strip-port", "--sequence", "100",
+                  "--request-headers", "X-Forwarded-For={var_add_x_forwarded_for_proxy}"],
+            ),
+            gs(g("rule", "show", RULE, &[]), g("rule", "create", RULE, &["--http-listener", LISTENER, "--address-pool", POOL,
+              "--http-settings", HTTP_SETTINGS, "--rule-type", "Basic", "--priority", "100", "--rewrite-rule-set", REWRITE_SET])),
+        ],
+        note: Some(
+            "Application Gateway sends X-Forwarded-For as IP:port; the rewrite sets it to the server variable \
+             add_x_forwarded_for_proxy (the same list without ports), which nginx reads as the client's address"
+                .into(),
+        ),
+    });
+    let mut a = vec![format!(
+        "APPGW_IP=$({})",
+        sh(&[
+            "az",
+            "network",
+            "public-ip",
+            "show",
+            "-g",
+            rg,
+            "-n",
+            pip,
+            "--query",
+            "ipAddress",
+            "-o",
+            "tsv"
+        ])
+    )];
+    if input.az_available {
+        let (zrg, zone, name) = zone_words(v, input.dns_zone);
+        if input.dns_zone.is_none() {
+            a.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
+            a.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
+        }
+        a.extend(a_record_commands(&zrg, &zone, &name, "$APPGW_IP"));
+    }
+    steps.push(Step {
+        title: format!("Point the A record for {host} at the gateway's public IP"),
+        commands: a,
+        note: Some(if input.az_available {
+            "the record set ends up holding only the gateway's address".into()
+        } else {
+            "create the A record listed above with that address in your DNS".into()
+        }),
+    });
+    steps
+}
+
+/// Front Door (Standard, or Premium with Private Link) in the order a fresh subscription needs:
+/// profile, endpoint, origin group, origin, custom domain, TXT, wait for Approved, route, CNAME.
+fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
+    let host = v.host.as_str();
+    let ingress_ns = &v.namespaces.ingress;
+    let private_link = v.front_door.private_link;
+    let https = profile::origin_https(v);
+    let (rg, prof, ep) = (var(V_RG), var(V_AFD_PROFILE), var(V_AFD_ENDPOINT));
+    let (rg, prof, ep) = (rg.as_str(), prof.as_str(), ep.as_str());
+    // Front Door custom-domain names take letters, digits and '-': the host with '-' for '.'.
+    let domain = host.replace('.', "-");
+    // `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
+    let p = |sub: &str, verb: &str, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["az", "afd", sub, verb, "-g", rg, "--profile-name", prof]
+            .map(String::from)
+            .to_vec();
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
+    let the_origin = [
+        "--origin-group-name",
+        AFD_ORIGIN_GROUP,
+        "--origin-name",
+        AFD_ORIGIN,
+    ];
+    let gs = |show: Vec<String>, create: Vec<String>| {
+        let show: Vec<&str> = show.iter().map(String::as_str).collect();
+        let create: Vec<&str> = create.iter().map(String::as_str).collect();
+        guarded(&show, &create)
+    };
+    let shs = |a: Vec<String>| sh(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT];
+    if private_link {
+        vars.extend([V_LOCATION, V_AKS_RG, V_AKS]);
+    }
+    let mut steps = vec![variables_step(&vars)];
+    let sku = if private_link {
+        "Premium_AzureFrontDoor"
+    } else {
+        "Standard_AzureFrontDoor"
+    };
+    steps.push(Step {
+        title: format!("Create the Front Door profile ({sku}) and its endpoint"),
+        commands: vec![
+            gs(
+                p("profile", "show", &[]),
+                p("profile", "create", &["--sku", sku]),
+            ),
+            gs(
+                p("endpoint", "show", &["--endpoint-name", ep]),
+                p(
+                    "endpoint",
+                    "create",
+                    &["--endpoint-name", ep, "--enabled-state", "Enabled"],
+                ),
+            ),
+        ],
+        note: if private_link {
+            Some("Private Link origins need the Premium tier".into())
+        } else {
+            None
+        },
+    });
+    steps.push(Step {
+        title: "Create the origin group (one origin, so no health probe)".into(),
+        commands: vec![gs(
+            p("origin-group", "show", &["--origin-group-name", AFD_ORIGIN_GROUP]),
+            p("origin-group", "create", &["--origin-group-name", AFD_ORIGIN_GROUP, "--sample-size", "4", "--successful-samples-required", "3", "--additional-latency-in-milliseconds", "50"]),
+        )],
+        note: Some(format!(
+            "Front Door probes with the origin host header {host}, which would go through the app's Ingress and Flagger's \
+             split; with a single origin there is nothing to fail over to, so the group has no probe"
+        )),
+    });
+    let mut origin = p("origin", "create", &the_origin);
+    let target = ["--host-name", address, "--origin-host-header", host];
+    origin.extend(target.map(String::from));
+    origin.extend(
+        [
+            "--http-port",
+            "80",
+            "--https-port",
+            "443",
+            "--priority",
+            "1",
+            "--weight",
+            "1000",
+            "--enabled-state",
+            "Enabled",
+        ]
+        .map(String::from),
+    );
+    if https {
+        origin.extend(["--enable-certificate-name-check", "true"].map(String::from));
+    }
+    let origin_show = p("origin", "show", &the_origin);
+    let mut update = p("origin", "update", &the_origin);
+    update.extend(target.map(String::from));
+    let origin_update = shs(update);
+    if private_link {
+        steps.push(Step {
+            title: "Find the Private Link service AKS created for the ingress controller".into(),
+            commands: vec![
+                format!("NODE_RG=$({})", sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])),
+                format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "list", "-g", "$NODE_RG", "--query",
+                    "[?contains(name, 'ingress-nginx-controller')].id | [0]", "-o", "tsv"])),
+            ],
+            note: Some(format!(
+                "the Service ingress-nginx-controller in {ingress_ns} carries azure-pls-create: \"true\"; AKS names the Private \
+                 Link service after it"
+            )),
+        });
+        let mut create = origin.clone();
+        create.extend(
+            [
+                "--enable-private-link",
+                "true",
+                "--private-link-resource",
+                "$PLS_ID",
+                "--private-link-location",
+                "$AZ_LOCATION",
+                "--private-link-request-message",
+                "Front Door origin for gridos",
+            ]
+            .map(String::from),
+        );
+        steps.push(Step {
+            title: format!(
+                "Add the ingress controller as a Private Link origin with origin host header {host}"
+            ),
+            commands: vec![gs(origin_show.clone(), create), origin_update.clone()],
+            note: Some(format!(
+                "origin = the internal address {address} behind the Private Link service"
+            )),
+        });
+        steps.push(Step {
+            title: "Approve Front Door's pending private endpoint connection".into(),
+            commands: vec![format!(
+                "for id in $({}); do {}; done",
+                sh(&["az", "network", "private-endpoint-connection", "list", "--id", "$PLS_ID", "--query",
+                    "[?properties.privateLinkServiceConnectionState.status=='Pending'].id", "-o", "tsv"]),
+                sh(&["az", "network", "private-endpoint-connection", "approve", "--id", "$id", "--description", "Front Door gridos origin"]),
+            )],
+            note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
+        });
+    } else {
+        steps.push(Step {
+            title: format!("Add the ingress controller {address} as the origin with origin host header {host}"),
+            commands: vec![gs(origin_show, origin), origin_update],
+            note: Some(if https {
+                format!(
+                    "Front Door connects over HTTPS and checks the origin's certificate against {host}: the app's Ingress must \
+                     serve a certificate for {host} from a publicly trusted CA (a TLS Secret named in its spec.tls, e.g. from \
+                     cert-manager or Key Vault); a self-signed one is refused"
+                )
+            } else {
+                "frontDoor.originProtocol=http: Front Door connects over plain HTTP (see the warning)".into()
+            }),
+        });
+    }
+    steps.push(Step {
+        title: format!("Add {host} as a custom domain and read its validation token"),
+        commands: vec![
+            gs(
+                p("custom-domain", "show", &["--custom-domain-name", &domain]),
+                p(
+                    "custom-domain",
+                    "create",
+                    &[
+                        "--custom-domain-name",
+                        &domain,
+                        "--host-name",
+                        host,
+                        "--certificate-type",
+                        "ManagedCertificate",
+                        "--minimum-tls-version",
+                        "TLS12",
+                    ],
+                ),
+            ),
+            format!(
+                "AFD_TOKEN=$({})",
+                shs(p(
+                    "custom-domain",
+                    "show",
+                    &[
+                        "--custom-domain-name",
+                        &domain,
+                        "--query",
+                        "validationProperties.validationToken",
+                        "-o",
+                        "tsv"
+                    ]
+                ))
+            ),
+        ],
+        note: Some(
+            "the token exists only once the domain is created; it is the TXT record's value".into(),
+        ),
+    });
+    let (zrg, zone, name) = zone_words(v, input.dns_zone);
     let txt_name = if name == "@" {
         "_dnsauth".to_string()
     } else {
         format!("_dnsauth.{name}")
     };
-    let commands = match v.front {
-        Front::Nginx => vec![shell_join(&a_record_argv(&rg, &zone, &name, address))],
-        Front::Appgw => vec![shell_join(&a_record_argv(
-            &rg,
+    let mut txt = Vec::new();
+    if input.az_available {
+        if input.dns_zone.is_none() {
+            txt.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
+            txt.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
+        }
+        txt.push(sh(&[
+            "az",
+            "network",
+            "dns",
+            "record-set",
+            "txt",
+            "add-record",
+            "-g",
+            &zrg,
+            "-z",
             &zone,
-            &name,
-            APPGW_PUBLIC_IP,
-        ))],
-        Front::Frontdoor => vec![
-            format!(
-                "az network dns record-set txt add-record -g {rg} -z {zone} -n {txt_name} -v <validation-token>"
-            ),
-            format!(
-                "az network dns record-set cname set-record -g {rg} -z {zone} -n {name} -c {AFD_ENDPOINT_HOST}"
-            ),
-        ],
-    };
-    let note = if dns_zone.is_none() {
-        let example = relative_name(&v.host, likely_zone(&v.host)).unwrap_or_default();
-        Some(format!(
-            "{DNS_NAME} is the host's name relative to the zone, e.g. {example} for {} in zone {}",
-            v.host,
-            likely_zone(&v.host)
+            "-n",
+            &txt_name,
+            "-v",
+            "$AFD_TOKEN",
+        ]));
+    }
+    txt.push(format!(
+        "until [ \"$({})\" = Approved ]; do sleep 30; done",
+        shs(p(
+            "custom-domain",
+            "show",
+            &[
+                "--custom-domain-name",
+                &domain,
+                "--query",
+                "domainValidationState",
+                "-o",
+                "tsv"
+            ]
         ))
-    } else {
-        None
-    };
-    Step {
-        title: "Create the DNS records in Azure DNS".into(),
-        commands,
-        note,
-    }
-}
-
-/// Backend pool, health probe and HTTP settings of the Application Gateway.
-fn appgw_steps(v: &Values, address: &str) -> Vec<Step> {
-    let host = &v.host;
-    vec![
-        Step {
-            title: format!("Put the ingress controller's private address {address} in the Application Gateway backend pool"),
-            commands: vec![format!(
-                "az network application-gateway address-pool update -g {RG} --gateway-name {GATEWAY} -n {POOL} --servers {address}"
-            )],
-            note: Some("the internal load balancer's address in the cluster's VNet; the gateway needs a route to it (same or peered VNet)".into()),
-        },
-        Step {
-            title: format!("Add a health probe on /healthz with Host {host}"),
-            commands: vec![format!(
-                "az network application-gateway probe create -g {RG} --gateway-name {GATEWAY} -n {PROBE} \
-                 --protocol Http --host {host} --path /healthz --interval 30 --timeout 30 --threshold 3"
-            )],
-            note: Some(format!(
-                "with Host {host} the probe reaches the app's Ingress, so the app must answer /healthz with 200-399"
-            )),
-        },
-        Step {
-            title: format!("Send traffic on port 80 with host name {host}"),
-            commands: vec![format!(
-                "az network application-gateway http-settings update -g {RG} --gateway-name {GATEWAY} -n {HTTP_SETTINGS} \
-                 --port 80 --protocol Http --probe {PROBE} --host-name {host}"
-            )],
-            note: Some(format!(
-                "the host name override makes NGINX pick the app's Ingress for {host}; the listener and rule stay yours"
-            )),
-        },
-    ]
-}
-
-/// Origin (public address or Private Link), custom domain, route and the origin lock of Front Door.
-fn frontdoor_steps(v: &Values, address: &str) -> Vec<Step> {
-    let host = &v.host;
-    let ingress_ns = &v.namespaces.ingress;
-    let mut steps = vec![Step {
-        title: "Create a Front Door origin group that probes /healthz".into(),
-        commands: vec![format!(
-            "az afd origin-group create -g {RG} --profile-name {AFD_PROFILE} --origin-group-name {AFD_ORIGIN_GROUP} \
-             --probe-request-type GET --probe-protocol Http --probe-interval-in-seconds 60 --probe-path /healthz \
-             --sample-size 4 --successful-samples-required 3 --additional-latency-in-milliseconds 50"
-        )],
-        note: Some(format!(
-            "Front Door probes with the origin host header {host}, so the app's Ingress answers /healthz"
-        )),
-    }];
-    let origin = format!(
-        "az afd origin create -g {RG} --profile-name {AFD_PROFILE} --origin-group-name {AFD_ORIGIN_GROUP} \
-         --origin-name gridos --host-name {address} --origin-host-header {host} --http-port 80 --https-port 443 \
-         --priority 1 --weight 1000 --enabled-state Enabled"
-    );
-    if v.front_door.private_link {
-        steps.push(Step {
-            title: "Find the Private Link service AKS created for the ingress controller".into(),
-            commands: vec![
-                "az aks show -g <aks-resource-group> -n <cluster-name> --query nodeResourceGroup -o tsv".into(),
-                "az network private-link-service list -g <node-resource-group> --query \"[].{name:name, id:id}\" -o table".into(),
-            ],
-            note: Some(format!(
-                "the Service ingress-nginx-controller in {ingress_ns} carries azure-pls-create: \"true\"; \
-                 the service's id is {PLS_ID} below (Front Door Premium only)"
-            )),
-        });
-        steps.push(Step {
-            title: format!("Add the ingress controller as a Private Link origin with origin host header {host}"),
-            commands: vec![format!(
-                "{origin} --enable-private-link true --private-link-resource {PLS_ID} \
-                 --private-link-location <region> --private-link-request-message \"Front Door origin for {host}\""
-            )],
-            note: Some(format!("origin = the internal address {address} behind the Private Link service; origin host header = {host}")),
-        });
-        steps.push(Step {
-            title: "Approve Front Door's pending private endpoint connection".into(),
-            commands: vec![
-                format!("az network private-endpoint-connection list --id {PLS_ID} --query \"[?properties.privateLinkServiceConnectionState.status=='Pending'].id\" -o tsv"),
-                "az network private-endpoint-connection approve --id <connection-id> --description \"Front Door gridos origin\"".into(),
-            ],
-            note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
-        });
-    } else {
-        steps.push(Step {
-            title: format!(
-                "Add the ingress controller {address} as the origin with origin host header {host}"
-            ),
-            commands: vec![origin],
-            note: None,
-        });
-    }
+    ));
     steps.push(Step {
-        title: format!("Add {host} as a custom domain and read its validation token (the TXT record above)"),
-        commands: vec![
-            format!(
-                "az afd custom-domain create -g {RG} --profile-name {AFD_PROFILE} --custom-domain-name {AFD_DOMAIN} \
-                 --host-name {host} --certificate-type ManagedCertificate --minimum-tls-version TLS12"
-            ),
-            format!(
-                "az afd custom-domain show -g {RG} --profile-name {AFD_PROFILE} --custom-domain-name {AFD_DOMAIN} \
-                 --query validationProperties.validationToken -o tsv"
-            ),
-        ],
-        note: None,
+        title: format!(
+            "Create the TXT record _dnsauth.{host} and wait until the domain is Approved"
+        ),
+        commands: txt,
+        note: Some(if input.az_available {
+            "validation usually takes minutes; the managed certificate follows".into()
+        } else {
+            "create the TXT record listed above with the value $AFD_TOKEN in your DNS, then wait"
+                .into()
+        }),
     });
+    let forwarding = if https { "HttpsOnly" } else { "HttpOnly" };
     steps.push(Step {
         title: format!("Route {host} to the origin group"),
-        commands: vec![format!(
-            "az afd route create -g {RG} --profile-name {AFD_PROFILE} --endpoint-name {AFD_ENDPOINT} --route-name gridos \
-             --origin-group {AFD_ORIGIN_GROUP} --custom-domains {AFD_DOMAIN} --supported-protocols Http Https \
-             --https-redirect Enabled --forwarding-protocol HttpOnly --link-to-default-domain Disabled"
+        commands: vec![gs(
+            p("route", "show", &["--endpoint-name", ep, "--route-name", AFD_ROUTE]),
+            p("route", "create", &["--endpoint-name", ep, "--route-name", AFD_ROUTE, "--origin-group", AFD_ORIGIN_GROUP, "--custom-domains", &domain, "--supported-protocols", "Http", "Https", "--https-redirect", "Enabled", "--forwarding-protocol", forwarding, "--link-to-default-domain", "Disabled"]),
         )],
-        note: Some("Front Door terminates TLS and forwards HTTP on port 80; the app's Ingress then needs no certificate".into()),
+        note: Some(if https {
+            "Front Door terminates the client's TLS and opens a new TLS connection to the origin (HttpsOnly)".into()
+        } else if private_link {
+            "over Private Link the hop to the origin stays inside Azure's network, so it is plain HTTP (HttpOnly)".into()
+        } else {
+            "plain HTTP to a public origin, as chosen with frontDoor.originProtocol=http".into()
+        }),
     });
-    if v.front_door.private_link {
+    let mut cname = vec![format!(
+        "AFD_HOST=$({})",
+        shs(p(
+            "endpoint",
+            "show",
+            &["--endpoint-name", ep, "--query", "hostName", "-o", "tsv"]
+        ))
+    )];
+    if input.az_available {
+        cname.push(sh(&[
+            "az",
+            "network",
+            "dns",
+            "record-set",
+            "cname",
+            "set-record",
+            "-g",
+            &zrg,
+            "-z",
+            &zone,
+            "-n",
+            &name,
+            "-c",
+            "$AFD_HOST",
+        ]));
+    }
+    steps.push(Step {
+        title: format!("Point {host} at the endpoint (CNAME), now that the route serves it"),
+        commands: cname,
+        note: Some(if input.az_available {
+            "set-record replaces the CNAME's target".into()
+        } else {
+            "create the CNAME listed above with the value $AFD_HOST in your DNS".into()
+        }),
+    });
+    if private_link {
         steps.push(Step {
             title: "Check that the origin is private".into(),
             commands: vec![format!(
-                "kubectl get service ingress-nginx-controller -n {ingress_ns} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'"
+                "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'",
+                word(ingress_ns)
             )],
             note: Some("the internal load balancer has no public IP; only approved private endpoints (Front Door's) reach it".into()),
         });
     } else {
+        let fdid = format!(
+            "$({})",
+            shs(p(
+                "profile",
+                "show",
+                &["--query", "frontDoorId", "-o", "tsv"]
+            ))
+        );
+        let mut commands = vec![format!(
+            "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
+            word(ingress_ns)
+        )];
+        if v.front_door.id.is_empty() {
+            commands.push(format!(
+                "gridos-setup install --profile {} --host {} --set frontDoor.id={} --yes",
+                word(&v.name),
+                word(host),
+                word(&fdid)
+            ));
+        }
         steps.push(Step {
             title: "Lock the origin to your Front Door".into(),
-            commands: vec![
-                format!(
-                    "kubectl get service ingress-nginx-controller -n {ingress_ns} \
-                     -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'"
-                ),
-                format!("az afd profile show -g {RG} --profile-name {AFD_PROFILE} --query frontDoorId -o tsv"),
-            ],
-            note: Some(
-                "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, \
-                 but every Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your \
-                 Front Door ID (second command). Snippets are disabled in this install (allow-snippet-annotations: false), \
-                 so do it in the app (e.g. a middleware that answers 403); Front Door rule sets and WAF run before the \
-                 origin and cannot stop traffic that comes through someone else's Front Door"
-                    .into(),
-            ),
+            commands,
+            note: Some(format!(
+                "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every \
+                 Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
+                 (az afd profile show --query frontDoorId). Snippets are disabled in this install (allow-snippet-annotations: \
+                 false), so do it in the app (e.g. a middleware that answers 403). {}",
+                if v.front_door.id.is_empty() {
+                    "Re-run install with frontDoor.id set (second command) so the load tester sends the header and the \
+                     canary analysis measures requests that pass the lock"
+                        .to_string()
+                } else {
+                    format!("The load tester sends X-Azure-FDID: {}, so its requests pass the lock", v.front_door.id)
+                }
+            )),
         });
     }
     steps
+}
+
+/// What nginx takes the client's address from, and how to see it: per-client limits (limit-rps) and
+/// logs depend on it.
+fn real_client_ip_step(v: &Values) -> Option<Step> {
+    let cidrs = profile::trusted_proxies(v)?;
+    let front = match v.front {
+        Front::Appgw => {
+            "the Application Gateway's instances: private addresses in the VNet".to_string()
+        }
+        Front::Frontdoor if v.front_door.private_link => {
+            "the Private Link service's NAT addresses: private addresses in the VNet".to_string()
+        }
+        Front::Frontdoor => "Front Door's backend addresses (AzureFrontDoor.Backend)".to_string(),
+        Front::Nginx => "your proxy".to_string(),
+    };
+    Some(Step {
+        title: "Real client addresses: what nginx trusts".into(),
+        commands: vec![format!(
+            "kubectl get configmap ingress-nginx-controller -n {} -o jsonpath='{{.data.proxy-real-ip-cidr}}'",
+            word(&v.namespaces.ingress)
+        )],
+        note: Some(format!(
+            "nginx takes the client's address from X-Forwarded-For only on connections from {} ({front}); from anywhere \
+             else the header is ignored. limit-rps and the access log then count each user, not the front. Change it with \
+             --set 'ingressController.realClientIp.trustedCidrs=[...]'",
+            cidrs.join(", ")
+        )),
+    })
+}
+
+fn unstable_address_warning(v: &Values, address: &str) -> String {
+    let internal = v.ingress_controller.service.internal || v.front_door.private_link;
+    format!(
+        "The ingress controller's address {address} is AKS-managed: it goes away with the Service (uninstall, a profile \
+         switch) and a new one comes back, while {} still points at the old one. Keep it stable with {} (step \"Keep the \
+         address stable\").",
+        match v.front {
+            Front::Nginx => "your A record",
+            Front::Appgw => "the gateway's backend pool",
+            Front::Frontdoor => "Front Door's origin",
+        },
+        if internal {
+            "ingressController.service.privateIp"
+        } else {
+            "a pre-created public IP (ingressController.service.publicIpName) or a DNS label (dnsLabel)"
+        }
+    )
+}
+
+/// How to give the controller an address that outlives its Service.
+fn stable_address_step(v: &Values) -> Step {
+    let internal = v.ingress_controller.service.internal || v.front_door.private_link;
+    let install = |set: &str| {
+        format!(
+            "gridos-setup install --profile {} --host {} --set {} --yes",
+            word(&v.name),
+            word(&v.host),
+            word(set)
+        )
+    };
+    if internal {
+        return Step {
+            title: "Keep the address stable".into(),
+            commands: vec![install("ingressController.service.privateIp=<free address in the cluster's subnet>")],
+            note: Some(
+                "the internal load balancer then keeps that address (annotation azure-load-balancer-ipv4) across Service re-creation"
+                    .into(),
+            ),
+        };
+    }
+    Step {
+        title: "Keep the address stable".into(),
+        commands: vec![
+            format!("{}={}", V_AKS_RG.0, word(V_AKS_RG.1)),
+            format!("{}={}", V_AKS.0, word(V_AKS.1)),
+            format!(
+                "NODE_RG=$({})",
+                sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])
+            ),
+            guarded(
+                &["az", "network", "public-ip", "show", "-g", "$NODE_RG", "-n", "gridos-ingress"],
+                &["az", "network", "public-ip", "create", "-g", "$NODE_RG", "-n", "gridos-ingress", "--sku", "Standard",
+                  "--allocation-method", "Static"],
+            ),
+            install("ingressController.service.publicIpName=gridos-ingress"),
+        ],
+        note: Some(
+            "a Standard static public IP in the node resource group, named by the annotation azure-pip-name, stays when the \
+             Service goes; in another resource group also set ingressController.service.publicIpResourceGroup and give the \
+             cluster's identity Network Contributor there. Or set ingressController.service.dnsLabel for a stable \
+             <label>.<region>.cloudapp.azure.com name"
+                .into(),
+        ),
+    }
 }
 
 /// Deploy, trigger, watch and gate: the same behind every front.
@@ -637,15 +1343,182 @@ mod tests {
             .find(|s| s.title.contains("backend pool"))
             .expect("a backend-pool step");
         assert!(pool.title.contains("198.51.100.10"));
-        assert!(pool.commands[0].contains("address-pool update"));
-        assert!(pool.commands[0].contains("--servers 198.51.100.10"));
+        assert!(pool.commands[0].contains("address-pool create"));
+        assert!(pool.commands[1].contains("address-pool update"));
+        assert!(pool.commands[1].ends_with("--servers 198.51.100.10"));
         let cmds = all_commands(&g);
-        assert!(cmds.iter().any(|c| c.contains("probe create")
-            && c.contains("--path /healthz")
-            && c.contains(&format!("--host {HOST}"))));
-        assert!(cmds.iter().any(|c| c.contains("http-settings update")
+        assert!(cmds.iter().any(|c| c.contains("http-settings create")
             && c.contains("--port 80")
             && c.contains(&format!("--host-name {HOST}"))));
+    }
+
+    #[test]
+    fn the_appgw_probe_cannot_match_the_apps_host() {
+        let g = run(&values("appgw", &[]), Some("198.51.100.10"));
+        let probe: Vec<&str> = all_commands(&g)
+            .into_iter()
+            .filter(|c| c.contains("application-gateway probe create"))
+            .collect();
+        assert_eq!(probe.len(), 1, "{probe:?}");
+        let words = shlex::split(probe[0].rsplit("|| ").next().unwrap()).unwrap();
+        let host = &words[words.iter().position(|w| w == "--host").unwrap() + 1];
+        // Kubernetes refuses IP addresses as Ingress hosts, so no Ingress (the app's, the canary's)
+        // can match this Host: the request reaches ingress-nginx's default server.
+        assert!(host.parse::<std::net::IpAddr>().is_ok(), "{host}");
+        assert_ne!(host, HOST);
+        assert!(!probe[0].contains(HOST), "{}", probe[0]);
+        assert!(probe[0].contains("--path /healthz"));
+    }
+
+    #[test]
+    fn steps_come_in_the_order_a_fresh_subscription_needs() {
+        let order = |g: &Guidance, wanted: &[&str]| {
+            let cmds = all_commands(g).join("\n");
+            let mut last = 0;
+            for w in wanted {
+                let at = cmds[last..]
+                    .find(w)
+                    .unwrap_or_else(|| panic!("{w} after position {last} in:\n{cmds}"));
+                last += at + w.len();
+            }
+        };
+        let az = |profile: &str, sets: &[&str]| {
+            guidance(&GuidanceInput {
+                values: &values(profile, sets),
+                address: Some("203.0.113.10"),
+                az_available: true,
+                dns_zone: Some(("dns-rg", "example.com")),
+            })
+        };
+        order(
+            &az("appgw", &[]),
+            &[
+                "waf-policy create",
+                "vnet subnet create",
+                "public-ip create",
+                "application-gateway create",
+                "address-pool create",
+                "probe create",
+                "http-settings create",
+                "http-listener create",
+                "rewrite-rule create",
+                "rule create",
+                "record-set a add-record",
+            ],
+        );
+        for sets in [&[][..], &["frontDoor.privateLink=true"][..]] {
+            order(
+                &az("frontdoor", sets),
+                &[
+                    "afd profile create",
+                    "afd endpoint create",
+                    "afd origin-group create",
+                    "afd origin create",
+                    "afd custom-domain create",
+                    "validationProperties.validationToken",
+                    "record-set txt add-record",
+                    "= Approved",
+                    "afd route create",
+                    "record-set cname set-record",
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn a_public_front_door_origin_gets_https_unless_http_is_chosen() {
+        let forwarding = |g: &Guidance| {
+            let route = all_commands(g)
+                .into_iter()
+                .find(|c| c.contains("afd route create"))
+                .expect("a route")
+                .to_string();
+            let words = shlex::split(route.rsplit("|| ").next().unwrap()).unwrap();
+            words[words
+                .iter()
+                .position(|w| w == "--forwarding-protocol")
+                .unwrap()
+                + 1]
+            .clone()
+        };
+        let public = run(&values("frontdoor", &[]), Some("203.0.113.10"));
+        assert_eq!(forwarding(&public), "HttpsOnly");
+        assert!(!all_commands(&public).iter().any(|c| c.contains("HttpOnly")));
+        assert!(to_text(&public).contains("publicly trusted CA"));
+        let pl = run(
+            &values("frontdoor", &["frontDoor.privateLink=true"]),
+            Some("10.0.0.7"),
+        );
+        assert_eq!(forwarding(&pl), "HttpOnly");
+        let chosen = run(
+            &values("frontdoor", &["frontDoor.originProtocol=http"]),
+            Some("203.0.113.10"),
+        );
+        assert_eq!(forwarding(&chosen), "HttpOnly");
+        assert!(chosen.warnings.iter().any(|w| w.contains("plain HTTP")));
+        let https_pl = run(
+            &values(
+                "frontdoor",
+                &[
+                    "frontDoor.privateLink=true",
+                    "frontDoor.originProtocol=https",
+                ],
+            ),
+            Some("10.0.0.7"),
+        );
+        assert_eq!(forwarding(&https_pl), "HttpsOnly");
+    }
+
+    #[test]
+    fn words_are_quoted_for_the_shell_and_variables_expand() {
+        assert_eq!(word("app.example.com"), "app.example.com");
+        assert_eq!(word("$AZ_RG"), "\"$AZ_RG\"");
+        for tricky in ["a b'c", "[?a=='b'].id", "x;rm -rf /", "<resource-group>"] {
+            assert_eq!(
+                shlex::split(&word(tricky)),
+                Some(vec![tricky.to_string()]),
+                "{tricky}"
+            );
+        }
+        let line = sh(&["az", "x", "--query", "[?a=='b'].id", "-g", "$RG"]);
+        assert!(line.ends_with(" -g \"$RG\""), "{line}");
+        let g = run(&values("appgw", &[]), None);
+        assert!(
+            all_commands(&g)
+                .iter()
+                .any(|c| c.ends_with(&format!("--servers '{ADDRESS_PENDING}'")))
+        );
+    }
+
+    #[test]
+    fn trust_and_stability_are_named() {
+        let g = run(&values("frontdoor", &[]), Some("203.0.113.10"));
+        let text = to_text(&g);
+        assert!(
+            text.contains("147.243.0.0/16, 2a01:111:2050::/44"),
+            "{text}"
+        );
+        assert!(g.warnings.iter().any(|w| w.contains("AKS-managed")));
+        let stable = run(
+            &values(
+                "nginx",
+                &["ingressController.service.publicIpName=ingress-ip"],
+            ),
+            Some("203.0.113.10"),
+        );
+        assert!(!stable.warnings.iter().any(|w| w.contains("AKS-managed")));
+        assert!(!to_text(&stable).contains("X-Forwarded-For only"));
+        let appgw = run(&values("appgw", &[]), Some("198.51.100.10"));
+        assert!(appgw.warnings.iter().any(|w| w.contains("narrow it")));
+        let narrowed = run(
+            &values(
+                "appgw",
+                &["ingressController.realClientIp.trustedCidrs=[10.225.0.0/24]"],
+            ),
+            Some("198.51.100.10"),
+        );
+        assert!(!narrowed.warnings.iter().any(|w| w.contains("narrow it")));
+        assert!(to_text(&narrowed).contains("connections from 10.225.0.0/24"));
     }
 
     #[test]
@@ -681,21 +1554,27 @@ mod tests {
         let cmds = all_commands(&g);
         assert!(
             cmds.iter()
-                .any(|c| c.starts_with("az network private-link-service"))
+                .any(|c| c.starts_with("PLS_ID=$(az network private-link-service list"))
         );
         assert!(
             cmds.iter()
-                .any(|c| c.starts_with("az network private-endpoint-connection approve"))
+                .any(|c| c.contains("az network private-endpoint-connection approve"))
         );
         assert!(
             cmds.iter()
                 .any(|c| c.contains("--enable-private-link true"))
         );
+        assert!(cmds.iter().any(|c| c.contains("Premium_AzureFrontDoor")));
         let g = run(&values("frontdoor", &[]), Some("203.0.113.10"));
         let text = to_text(&g);
         assert!(text.contains("X-Azure-FDID"));
         assert!(text.contains("AzureFrontDoor.Backend"));
         assert!(text.contains("allow-snippet-annotations: false"));
+        assert!(
+            all_commands(&g)
+                .iter()
+                .any(|c| c.contains("--set frontDoor.id=\"$(az afd profile show"))
+        );
         assert!(
             !all_commands(&g)
                 .iter()
@@ -754,13 +1633,8 @@ mod tests {
     fn a_missing_address_is_a_placeholder_and_a_warning() {
         let g = run(&values("nginx", &[]), None);
         assert_eq!(g.dns[0].value, ADDRESS_PENDING);
-        assert_eq!(g.warnings.len(), 2);
-        let g = run(&values("appgw", &[]), None);
-        assert!(
-            all_commands(&g)
-                .iter()
-                .any(|c| c.ends_with(&format!("--servers {ADDRESS_PENDING}")))
-        );
+        assert!(g.warnings[0].contains("no load-balancer address yet"));
+        assert_eq!(g.warnings.len(), 3, "{:?}", g.warnings);
     }
 
     #[test]
@@ -789,7 +1663,7 @@ mod tests {
     }
 
     #[test]
-    fn az_step_uses_the_zone_or_placeholders() {
+    fn az_step_uses_the_zone_or_variables_and_replaces_the_address() {
         let v = values("nginx", &[]);
         let g = guidance(&GuidanceInput {
             values: &v,
@@ -800,7 +1674,10 @@ mod tests {
         assert_eq!(
             g.next_steps[0].commands,
             [
-                "az network dns record-set a add-record -g dns-rg -z example.com -n app -a 203.0.113.10"
+                "az network dns record-set a add-record -g dns-rg -z example.com -n app -a 203.0.113.10",
+                "for old in $(az network dns record-set a show -g dns-rg -z example.com -n app --query 'ARecords[].ipv4Address' -o tsv); \
+                 do [ \"$old\" = 203.0.113.10 ] || az network dns record-set a remove-record -g dns-rg -z example.com -n app \
+                 -a \"$old\" --keep-empty-record-set; done",
             ]
         );
         let g = guidance(&GuidanceInput {
@@ -810,25 +1687,15 @@ mod tests {
             dns_zone: None,
         });
         assert_eq!(
-            g.next_steps[0].commands,
-            [format!(
-                "az network dns record-set a add-record -g {DNS_RG} -z {DNS_ZONE} -n {DNS_NAME} -a 203.0.113.10"
-            )]
+            g.next_steps[0].commands[2],
+            "az network dns record-set a add-record -g \"$DNS_RG\" -z \"$DNS_ZONE\" -n app -a 203.0.113.10"
         );
-        assert!(
-            g.next_steps[0]
-                .note
-                .as_deref()
-                .unwrap()
-                .contains("e.g. app for app.example.com in zone example.com")
-        );
-        // Without az, no DNS step.
+        // Without az, no DNS commands.
         assert!(
             !all_commands(&run(&v, Some("203.0.113.10")))
                 .iter()
-                .any(|c| c.starts_with("az network dns"))
+                .any(|c| c.contains("az network dns"))
         );
-
         let fd = values("frontdoor", &[]);
         let g = guidance(&GuidanceInput {
             values: &fd,
@@ -836,13 +1703,13 @@ mod tests {
             az_available: true,
             dns_zone: Some(("dns-rg", "example.com")),
         });
-        assert_eq!(
-            g.next_steps[0].commands,
-            [
-                "az network dns record-set txt add-record -g dns-rg -z example.com -n _dnsauth.app -v <validation-token>",
-                "az network dns record-set cname set-record -g dns-rg -z example.com -n app -c <endpoint>.z01.azurefd.net",
-            ]
-        );
+        let cmds = all_commands(&g);
+        assert!(cmds.contains(
+            &"az network dns record-set txt add-record -g dns-rg -z example.com -n _dnsauth.app -v \"$AFD_TOKEN\""
+        ));
+        assert!(cmds.contains(
+            &"az network dns record-set cname set-record -g dns-rg -z example.com -n app -c \"$AFD_HOST\""
+        ));
         assert!(
             g.dns[0]
                 .note
@@ -853,47 +1720,30 @@ mod tests {
     }
 
     #[test]
-    fn az_dns_commands_only_for_known_values() {
+    fn az_dns_record_only_for_known_values() {
         let v = values("nginx", &[]);
+        let r = az_dns_record(&v, "203.0.113.10", "dns-rg", "example.com.").expect("a record");
+        assert_eq!(r.name, "app");
         assert_eq!(
-            az_dns_commands(&v, "203.0.113.10", "dns-rg", "example.com"),
-            vec![
-                [
-                    "az",
-                    "network",
-                    "dns",
-                    "record-set",
-                    "a",
-                    "add-record",
-                    "-g",
-                    "dns-rg",
-                    "-z",
-                    "example.com",
-                    "-n",
-                    "app",
-                    "-a",
-                    "203.0.113.10"
-                ]
-                .map(String::from)
-                .to_vec()
-            ]
+            r.add_argv().join(" "),
+            "az network dns record-set a add-record -g dns-rg -z example.com -n app -a 203.0.113.10"
         );
         assert_eq!(
-            az_dns_commands(&v, "203.0.113.10", "rg", "example.com.")[0][11],
-            "app"
+            r.remove_argv("203.0.113.9").join(" "),
+            "az network dns record-set a remove-record -g dns-rg -z example.com -n app -a 203.0.113.9 --keep-empty-record-set"
         );
-        assert!(az_dns_commands(&v, "203.0.113.10", "rg", "other.org").is_empty());
+        assert!(az_dns_record(&v, "203.0.113.10", "rg", "other.org").is_none());
         assert!(
-            az_dns_commands(&values("appgw", &[]), "198.51.100.10", "rg", "example.com").is_empty()
+            az_dns_record(&values("appgw", &[]), "198.51.100.10", "rg", "example.com").is_none()
         );
         assert!(
-            az_dns_commands(
+            az_dns_record(
                 &values("frontdoor", &[]),
                 "203.0.113.10",
                 "rg",
                 "example.com"
             )
-            .is_empty()
+            .is_none()
         );
     }
 

@@ -991,6 +991,63 @@ fn date(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// Whether the controller's address outlives its Service. Without a pre-created public IP
+/// (`azure-pip-name`) or a fixed private one (`azure-load-balancer-ipv4`, or the deprecated
+/// `spec.loadBalancerIP`), AKS creates the address with the Service and deletes it with it
+/// (AKS "Use a static public IP address and DNS label"), so DNS records and backend pools that
+/// name it break on an uninstall or a profile switch.
+async fn address_stability(client: &Client, ns: &str, name: &str) -> Check {
+    use k8s_openapi::api::core::v1::Service;
+    const CHECK: &str = "stable address";
+    let svc = match Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => return warn(CHECK, format!("Service {ns}/{name} is missing"), None),
+        Err(e) => {
+            return warn(
+                CHECK,
+                format!("cannot read Service {ns}/{name}: {e}"),
+                Some(bind_hint()),
+            );
+        }
+    };
+    let annotations = svc.metadata.annotations.unwrap_or_default();
+    let set = |k: &str| {
+        annotations
+            .get(&format!("service.beta.kubernetes.io/{k}"))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let fixed_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.clone());
+    if let Some(pip) = set("azure-pip-name") {
+        return pass(
+            CHECK,
+            format!("public IP {pip} is pre-created (azure-pip-name) and outlives the Service"),
+        );
+    }
+    if let Some(ip) = set("azure-load-balancer-ipv4").or(fixed_ip) {
+        return pass(
+            CHECK,
+            format!("the load balancer keeps the fixed address {ip}"),
+        );
+    }
+    let internal = set("azure-load-balancer-internal").is_some_and(|v| v == "true");
+    let fix = if internal {
+        "set ingressController.service.privateIp to a free address of the cluster's subnet and re-run install"
+    } else {
+        "pre-create a Standard static public IP and set ingressController.service.publicIpName (see the install guidance), then re-run install"
+    };
+    let detail = match set("azure-dns-label-name") {
+        Some(label) => format!(
+            "the address is AKS-managed and changes with the Service; only the DNS label {label} follows it"
+        ),
+        None => "the address is AKS-managed: uninstalling or switching profile deletes it, and the next one differs".into(),
+    };
+    warn(CHECK, detail, Some(fix.into()))
+}
+
 async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Result<(), Error> {
     let record = apply::read_record(client).await?;
     if !record.exists {
@@ -1076,6 +1133,9 @@ async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Resul
                 ),
             ),
         });
+        report
+            .checks
+            .push(address_stability(client, &ns, &svc.name).await);
         report.checks.push(warn(
             "ingress-nginx",
             crate::guidance::RETIREMENT_WARNING,

@@ -96,6 +96,17 @@ pub struct IngressController {
     pub replicas: u32,
     pub resources: Resources,
     pub service: LoadBalancerService,
+    pub real_client_ip: RealClientIp,
+}
+
+/// Whether nginx takes the client's address from `X-Forwarded-For`, and from whom.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RealClientIp {
+    /// `auto`: on behind Application Gateway and Front Door, off when clients connect directly (`nginx`).
+    pub enabled: Toggle,
+    /// Proxies allowed to set `X-Forwarded-For`; empty means the front's own ranges ([`front_ranges`]).
+    pub trusted_cidrs: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,12 +116,23 @@ pub struct LoadBalancerService {
     pub internal: bool,
     /// `service.beta.kubernetes.io/azure-allowed-service-tags`, e.g. `AzureFrontDoor.Backend`.
     pub allowed_service_tags: Vec<String>,
+    /// A pre-created Standard public IP by name (`azure-pip-name`): the address outlives the Service.
+    pub public_ip_name: String,
+    /// That public IP's resource group, when it is not the node resource group
+    /// (`azure-load-balancer-resource-group`).
+    pub public_ip_resource_group: String,
+    /// `azure-dns-label-name`: `<label>.<region>.cloudapp.azure.com` follows the public address.
+    pub dns_label: String,
+    /// A fixed private address for the internal load balancer (`azure-load-balancer-ipv4`).
+    pub private_ip: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Prometheus {
     pub retention: String,
+    /// Size of its data volume (`Mi` or `Gi`); the TSDB is cut at 80% of it (`--storage.tsdb.retention.size`).
+    pub storage_size: String,
     pub resources: Resources,
 }
 
@@ -182,6 +204,19 @@ pub struct Alerting {
 pub struct FrontDoor {
     /// Front Door Premium Private Link origin: internal LB plus a Private Link service.
     pub private_link: bool,
+    /// Protocol from Front Door to the origin: `auto` is HTTPS to a public origin, HTTP over Private Link.
+    pub origin_protocol: OriginProtocol,
+    /// The Front Door's ID (`az afd profile show --query frontDoorId`), a GUID; when set, the load
+    /// tester sends it as `X-Azure-FDID` so its requests pass an origin lock on that header.
+    pub id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginProtocol {
+    Auto,
+    Https,
+    Http,
 }
 
 fn resources(req_cpu: &str, req_mem: &str, lim_cpu: &str, lim_mem: &str) -> Resources {
@@ -219,6 +254,14 @@ impl Default for Values {
                 service: LoadBalancerService {
                     internal: false,
                     allowed_service_tags: Vec::new(),
+                    public_ip_name: String::new(),
+                    public_ip_resource_group: String::new(),
+                    dns_label: String::new(),
+                    private_ip: String::new(),
+                },
+                real_client_ip: RealClientIp {
+                    enabled: Toggle::Auto,
+                    trusted_cidrs: Vec::new(),
                 },
             },
             flagger: Component {
@@ -227,6 +270,7 @@ impl Default for Values {
             },
             prometheus: Prometheus {
                 retention: "2h".into(),
+                storage_size: "2Gi".into(),
                 resources: resources("100m", "256Mi", "1", "1Gi"),
             },
             loadtester: Component {
@@ -258,6 +302,8 @@ impl Default for Values {
             },
             front_door: FrontDoor {
                 private_link: false,
+                origin_protocol: OriginProtocol::Auto,
+                id: String::new(),
             },
         }
     }
@@ -748,6 +794,250 @@ fn check_percent(path: &str, v: f64) -> Result<(), InputError> {
     }
 }
 
+/// The private IPv4 ranges (RFC 1918): where an Application Gateway's instances and a Private Link
+/// service's NAT addresses come from, inside the VNet.
+pub const PRIVATE_RANGES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
+/// Front Door's documented backend address space (Front Door FAQ, "lock down access to my backend":
+/// IPv4 147.243.0.0/16, IPv6 2a01:111:2050::/44); the service tag AzureFrontDoor.Backend, which the
+/// load balancer admits, carries the complete list (`az network list-service-tags`).
+pub const FRONT_DOOR_BACKEND: [&str; 2] = ["147.243.0.0/16", "2a01:111:2050::/44"];
+
+/// The addresses the front connects from, for the profile: none when clients connect directly.
+pub fn front_ranges(v: &Values) -> Vec<String> {
+    let ranges: &[&str] = match v.front {
+        Front::Nginx => &[],
+        Front::Appgw => &PRIVATE_RANGES,
+        Front::Frontdoor if v.front_door.private_link => &PRIVATE_RANGES,
+        Front::Frontdoor => &FRONT_DOOR_BACKEND,
+    };
+    ranges.iter().map(|r| r.to_string()).collect()
+}
+
+/// The proxies nginx takes `X-Forwarded-For` from, or `None` when it trusts no forwarded header.
+pub fn trusted_proxies(v: &Values) -> Option<Vec<String>> {
+    let rip = &v.ingress_controller.real_client_ip;
+    let on = match rip.enabled {
+        Toggle::Off => false,
+        Toggle::On => true,
+        Toggle::Auto => v.front != Front::Nginx,
+    };
+    if !on {
+        return None;
+    }
+    let cidrs = if rip.trusted_cidrs.is_empty() {
+        front_ranges(v)
+    } else {
+        rip.trusted_cidrs.clone()
+    };
+    (!cidrs.is_empty()).then_some(cidrs)
+}
+
+/// Whether Front Door reaches the origin over HTTPS: by default on a public origin, not over Private Link.
+pub fn origin_https(v: &Values) -> bool {
+    match v.front_door.origin_protocol {
+        OriginProtocol::Https => true,
+        OriginProtocol::Http => false,
+        OriginProtocol::Auto => !v.front_door.private_link,
+    }
+}
+
+/// `prometheus.storageSize` in MiB (validated to be `<n>Mi` or `<n>Gi`).
+pub fn storage_mib(v: &Values) -> u64 {
+    let s = &v.prometheus.storage_size;
+    let (num, factor) = match (s.strip_suffix("Gi"), s.strip_suffix("Mi")) {
+        (Some(n), _) => (n, 1024),
+        (_, Some(n)) => (n, 1),
+        _ => (s.as_str(), 0),
+    };
+    num.parse::<u64>().unwrap_or(0) * factor
+}
+
+/// Azure's rule for resource-group names: 1-90 letters, digits, `_ ( ) - .`, not ending in `.`.
+pub fn is_resource_group(rg: &str) -> bool {
+    !rg.is_empty()
+        && rg.len() <= 90
+        && !rg.ends_with('.')
+        && rg
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '(' | ')' | '-' | '.'))
+}
+
+/// An IPv4 or IPv6 network such as `10.0.0.0/8`, not one that admits every address.
+fn check_cidr(path: &str, cidr: &str) -> Result<(), InputError> {
+    let bad = |reason: &str, fix: &str| Err(out_of_range(path, format!("{cidr:?}"), reason, fix));
+    let Some((ip, len)) = cidr.split_once('/') else {
+        return bad("not a CIDR", "write networks such as 10.1.0.0/24");
+    };
+    let max = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return bad("not a CIDR", "write networks such as 10.1.0.0/24"),
+    };
+    match len.parse::<u8>() {
+        Ok(0) => bad(
+            "trusting every address lets any client forge its address in X-Forwarded-For",
+            "list only the front's ranges, e.g. the Application Gateway subnet 10.1.0.0/24",
+        ),
+        Ok(n) if n <= max => Ok(()),
+        _ => bad(
+            "the prefix length is out of range",
+            "write networks such as 10.1.0.0/24",
+        ),
+    }
+}
+
+fn check_stable_address(v: &Values) -> Result<(), InputError> {
+    let s = &v.ingress_controller.service;
+    let internal = s.internal || (v.front == Front::Frontdoor && v.front_door.private_link);
+    if !s.public_ip_name.is_empty() {
+        // Azure public IP names: 1-80 letters, digits, '_', '.', '-'; begin with a letter or digit,
+        // end with a letter, digit or '_'.
+        let n = &s.public_ip_name;
+        let ok = n.len() <= 80
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(out_of_range(
+                "ingressController.service.publicIpName",
+                format!("{n:?}"),
+                "not an Azure public IP name",
+                "give the name of a Standard public IP: 1-80 letters, digits, '_', '.', '-'",
+            ));
+        }
+        if internal {
+            return Err(out_of_range(
+                "ingressController.service.publicIpName",
+                format!("{n:?}"),
+                "this profile's load balancer is internal and has no public IP",
+                "drop publicIpName, or set ingressController.service.privateIp for a fixed private address",
+            ));
+        }
+    }
+    if !s.public_ip_resource_group.is_empty() {
+        if !is_resource_group(&s.public_ip_resource_group) {
+            return Err(out_of_range(
+                "ingressController.service.publicIpResourceGroup",
+                format!("{:?}", s.public_ip_resource_group),
+                "not a resource group name",
+                "give 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'",
+            ));
+        }
+        if s.public_ip_name.is_empty() {
+            return Err(out_of_range(
+                "ingressController.service.publicIpResourceGroup",
+                format!("{:?}", s.public_ip_resource_group),
+                "names the resource group of a public IP, but publicIpName is empty",
+                "set ingressController.service.publicIpName too",
+            ));
+        }
+    }
+    if !s.dns_label.is_empty() {
+        // Azure DNS labels: 3-63 lower-case letters, digits and '-', starting with a letter.
+        let l = &s.dns_label;
+        let ok = (3..=63).contains(&l.len())
+            && l.starts_with(|c: char| c.is_ascii_lowercase())
+            && label_problem(l).is_none();
+        if !ok || internal {
+            return Err(out_of_range(
+                "ingressController.service.dnsLabel",
+                format!("{l:?}"),
+                if internal {
+                    "an internal load balancer gets no public DNS label"
+                } else {
+                    "not an Azure DNS label"
+                },
+                "give 3-63 lower-case letters, digits and '-', starting with a letter, on a public profile",
+            ));
+        }
+    }
+    if !s.private_ip.is_empty() {
+        let ip = s.private_ip.parse::<std::net::Ipv4Addr>().ok();
+        if !ip.is_some_and(|ip| ip.is_private()) || !internal {
+            return Err(out_of_range(
+                "ingressController.service.privateIp",
+                format!("{:?}", s.private_ip),
+                if internal {
+                    "not a private IPv4 address"
+                } else {
+                    "only an internal load balancer (appgw, Front Door Private Link) takes a private address"
+                },
+                "give a free address of the cluster's subnet, e.g. 10.224.0.250, on an internal profile",
+            ));
+        }
+    }
+    for tag in &s.allowed_service_tags {
+        // Service tag names: letters and digits in dot-separated parts (AzureFrontDoor.Backend, Internet).
+        let ok = !tag.is_empty()
+            && tag
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+            && tag.starts_with(|c: char| c.is_ascii_alphabetic());
+        if !ok {
+            return Err(out_of_range(
+                "ingressController.service.allowedServiceTags",
+                format!("{tag:?}"),
+                "not an Azure service tag",
+                "give service tag names such as AzureFrontDoor.Backend",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_front(v: &Values) -> Result<(), InputError> {
+    let rip = &v.ingress_controller.real_client_ip;
+    for c in &rip.trusted_cidrs {
+        check_cidr("ingressController.realClientIp.trustedCidrs", c)?;
+    }
+    if rip.enabled == Toggle::On && rip.trusted_cidrs.is_empty() && front_ranges(v).is_empty() {
+        return Err(out_of_range(
+            "ingressController.realClientIp.enabled",
+            "on",
+            "with profile nginx clients connect directly and there is no front whose ranges to trust",
+            "list your proxy's networks in ingressController.realClientIp.trustedCidrs, or leave enabled at auto",
+        ));
+    }
+    let fd = &v.front_door;
+    if v.front != Front::Frontdoor
+        && (fd.origin_protocol != OriginProtocol::Auto || !fd.id.is_empty())
+    {
+        return Err(out_of_range(
+            "frontDoor",
+            format!("profile {}", v.name),
+            "frontDoor.originProtocol and frontDoor.id apply only behind Azure Front Door",
+            "use --profile frontdoor, or drop the frontDoor values",
+        ));
+    }
+    if !fd.id.is_empty() {
+        let parts: Vec<&str> = fd.id.split('-').collect();
+        let ok = parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts
+                .iter()
+                .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()));
+        if !ok {
+            return Err(out_of_range(
+                "frontDoor.id",
+                format!("{:?}", fd.id),
+                "not a Front Door ID (a GUID)",
+                "give the output of `az afd profile show -g <resource-group> --profile-name <profile-name> --query frontDoorId -o tsv`",
+            ));
+        }
+    }
+    let mib = storage_mib(v);
+    if mib < 256 {
+        return Err(out_of_range(
+            "prometheus.storageSize",
+            format!("{:?}", v.prometheus.storage_size),
+            "not a size of at least 256Mi in Mi or Gi",
+            "give e.g. 2Gi",
+        ));
+    }
+    Ok(())
+}
+
 /// Everything the types cannot say: names, ranges, and combinations that only some profiles allow.
 pub fn validate(v: &Values) -> Result<(), InputError> {
     check_host(&v.host)?;
@@ -876,6 +1166,8 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
             )
         })?;
     }
+    check_stable_address(v)?;
+    check_front(v)?;
     if v.front_door.private_link && v.front != Front::Frontdoor {
         return Err(out_of_range(
             "frontDoor.privateLink",

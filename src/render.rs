@@ -142,7 +142,9 @@ impl Wave {
             "Namespace" | "CustomResourceDefinition" => Wave::Foundation,
             "ServiceAccount" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
             | "ConfigMap" | "Secret" | "NetworkPolicy" => Wave::Config,
-            "Service" | "Deployment" | "DaemonSet" | "StatefulSet" => Wave::Workloads,
+            "Service" | "Deployment" | "DaemonSet" | "StatefulSet" | "PodDisruptionBudget" => {
+                Wave::Workloads
+            }
             "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" | "IngressClass" => {
                 Wave::Admission
             }
@@ -209,7 +211,68 @@ pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Jso
             json!(v.ingress_controller.service.allowed_service_tags.join(",")),
         );
     }
+    a.extend(stable_address_annotations(v));
     a
+}
+
+/// AKS annotations that keep the controller's address when the Service goes (uninstall, profile
+/// switch): a pre-created public IP by name and resource group, a DNS label, or a fixed private IP
+/// ("Use a static public IP address and DNS label with the AKS load balancer"; cloud-provider-azure
+/// LoadBalancer annotations). Without one, the address is AKS-managed and goes with the Service.
+pub fn stable_address_annotations(v: &Values) -> serde_json::Map<String, Json> {
+    let s = &v.ingress_controller.service;
+    let mut a = serde_json::Map::new();
+    for (key, value) in [
+        (
+            "service.beta.kubernetes.io/azure-pip-name",
+            &s.public_ip_name,
+        ),
+        (
+            "service.beta.kubernetes.io/azure-load-balancer-resource-group",
+            &s.public_ip_resource_group,
+        ),
+        (
+            "service.beta.kubernetes.io/azure-dns-label-name",
+            &s.dns_label,
+        ),
+        (
+            "service.beta.kubernetes.io/azure-load-balancer-ipv4",
+            &s.private_ip,
+        ),
+    ] {
+        if !value.is_empty() {
+            a.insert(key.into(), json!(value));
+        }
+    }
+    a
+}
+
+/// The controller's global settings (its `--configmap`). Forwarded headers are trusted only from the
+/// front's ranges: with `use-forwarded-headers` ingress-nginx sets nginx's `real_ip_header` to
+/// `forwarded-for-header` and `set_real_ip_from` to each of `proxy-real-ip-cidr`, whose default is
+/// 0.0.0.0/0, so it is always written out (ingress-nginx ConfigMap documentation).
+pub fn controller_config(v: &Values) -> serde_json::Map<String, Json> {
+    let mut c = serde_json::Map::new();
+    // Upstream's defaults since v1.12, stated so a default change cannot loosen them: snippet
+    // annotations stay off (CVE-2021-25742), annotations above risk level High are refused, and
+    // paths are validated against their pathType.
+    c.insert("allow-snippet-annotations".into(), json!("false"));
+    c.insert("annotations-risk-level".into(), json!("High"));
+    c.insert("strict-validate-path-type".into(), json!("true"));
+    match crate::profile::trusted_proxies(v) {
+        Some(cidrs) => {
+            c.insert("use-forwarded-headers".into(), json!("true"));
+            c.insert("forwarded-for-header".into(), json!("X-Forwarded-For"));
+            // Keep the chain for the app: it gets the client's address appended to what the front sent.
+            c.insert("compute-full-forwarded-for".into(), json!("true"));
+            c.insert("proxy-real-ip-cidr".into(), json!(cidrs.join(",")));
+        }
+        None => {
+            // Clients connect directly: a client-sent X-Forwarded-For must not count.
+            c.insert("use-forwarded-headers".into(), json!("false"));
+        }
+    }
+    c
 }
 
 /// The handlebars context: the values under `v`, and what is derived from them.
@@ -233,6 +296,13 @@ fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
             "grafana": GRAFANA_IMAGE.tag,
         },
         "controllerService": { "annotations": controller_service_annotations(v) },
+        "controllerConfig": controller_config(v),
+        "prometheusStorage": {
+            "sizeLimit": v.prometheus.storage_size,
+            // Prometheus counts blocks, WAL and chunks against retention.size (MB = 2^20 bytes); 80%
+            // of the volume leaves room for compaction before the kubelet's sizeLimit evicts the pod.
+            "retentionSize": format!("{}MB", crate::profile::storage_mib(v) * 8 / 10),
+        },
         "webhook": {
             "caBundle": inputs.webhook.ca_bundle,
             "caCrt": inputs.webhook.ca_crt,
@@ -263,8 +333,8 @@ fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
             // pass the controller. https because hey takes the TLS server name from -host and the
             // app's Ingress redirects plain http.
             "loadTestCmd": format!(
-                "hey -z {} -q 10 -c 2 -host {} https://ingress-nginx-controller.{}/",
-                load_test_duration(&v.canary.interval)?, v.host, ns.ingress
+                "hey -z {} -q 10 -c 2{} -host {} https://ingress-nginx-controller.{}/",
+                load_test_duration(&v.canary.interval)?, origin_lock_header(v), v.host, ns.ingress
             ),
         },
     }))
@@ -290,6 +360,20 @@ pub fn load_test_duration(interval: &str) -> Result<String, Error> {
     } else {
         format!("{run}ms")
     })
+}
+
+/// ` -H 'X-Azure-FDID: <id>'` when the Front Door ID is known: the origin lock (Front Door's "Secure
+/// traffic to origins": check X-Azure-FDID) then lets the load test through like user traffic.
+fn origin_lock_header(v: &Values) -> String {
+    if v.front != Front::Frontdoor || v.front_door.id.is_empty() {
+        return String::new();
+    }
+    let header = format!("X-Azure-FDID: {}", v.front_door.id);
+    // The load tester runs the command with `sh -c`; the ID is a validated GUID, quoted all the same.
+    let quoted = shlex::try_quote(&header)
+        .map(|q| q.into_owned())
+        .unwrap_or_default();
+    format!(" -H {quoted}")
 }
 
 /// `{{q value}}`: the value as JSON, which YAML reads back unchanged whatever it contains.

@@ -5,22 +5,28 @@ use gridos_setup::profile::{ProfileSource, Values, ValuesRequest, resolve};
 
 const HOST: &str = "app.example.com";
 
-fn values(profile: &str) -> Values {
+fn values(profile: &str, sets: &[&str]) -> Values {
     resolve(&ValuesRequest {
         profile: Some(ProfileSource::Builtin(profile.into())),
         host: Some(HOST.into()),
+        sets: sets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     })
     .expect("builtin profile resolves")
 }
 
-fn guide(profile: &str, address: &str) -> Guidance {
+/// The guidance as printed with the Azure CLI at hand and `--dns-zone dns-rg/example.com`: every step.
+fn guide_with(profile: &str, sets: &[&str], address: &str) -> Guidance {
     guidance(&GuidanceInput {
-        values: &values(profile),
+        values: &values(profile, sets),
         address: Some(address),
-        az_available: false,
-        dns_zone: None,
+        az_available: true,
+        dns_zone: Some(("dns-rg", "example.com")),
     })
+}
+
+fn guide(profile: &str, address: &str) -> Guidance {
+    guide_with(profile, &[], address)
 }
 
 #[test]
@@ -39,6 +45,56 @@ fn guidance_frontdoor_text() {
         "guidance_frontdoor",
         to_text(&guide("frontdoor", "203.0.113.10"))
     );
+}
+
+#[test]
+fn guidance_frontdoor_private_link_text() {
+    insta::assert_snapshot!(
+        "guidance_frontdoor_private_link",
+        to_text(&guide_with(
+            "frontdoor",
+            &["frontDoor.privateLink=true"],
+            "198.51.100.10"
+        ))
+    );
+}
+
+/// Every command of the guidance parses as shell (`bash -n`), with its values as single words.
+#[test]
+fn guidance_commands_are_valid_shell() {
+    for (profile, sets) in [
+        ("nginx", &[][..]),
+        ("appgw", &[][..]),
+        ("frontdoor", &[][..]),
+        ("frontdoor", &["frontDoor.privateLink=true"][..]),
+    ] {
+        let g = guide_with(profile, sets, "203.0.113.10");
+        let script: String = g
+            .next_steps
+            .iter()
+            .flat_map(|s| s.commands.iter())
+            .map(|c| format!("{c}\n"))
+            .collect();
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", &script])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{profile} {sets:?}: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for c in g.next_steps.iter().flat_map(|s| s.commands.iter()) {
+            if c.contains("--origin-host-header") {
+                let words = shlex::split(c.rsplit("|| ").next().unwrap()).unwrap();
+                let at = words
+                    .iter()
+                    .position(|w| w == "--origin-host-header")
+                    .unwrap();
+                assert_eq!(words[at + 1], HOST);
+            }
+        }
+    }
 }
 
 #[test]
@@ -123,6 +179,11 @@ struct AzStandIn {
 
 impl AzStandIn {
     fn new(code: i32, stderr_text: &str) -> Self {
+        Self::answering(code, stderr_text, "")
+    }
+
+    /// Like `new`, and `record-set a show` prints `show_json` (the record set as az prints it).
+    fn answering(code: i32, stderr_text: &str, show_json: &str) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(unique_name("az-standin"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -130,6 +191,7 @@ impl AzStandIn {
         let script = format!(
             "#!/bin/sh\n# Stand-in for the Azure CLI in gridos-setup's tests: records argv, answers {code}.\n\
              for a in \"$@\"; do printf '%s\\n' \"$a\"; done >> '{}'\necho -- >> '{}'\n\
+             if [ \"$5\" = show ]; then printf '%s\\n' '{show_json}'; fi\n\
              printf '%s\\n' '{stderr_text}' >&2\nexit {code}\n",
             calls.display(),
             calls.display()
@@ -260,43 +322,75 @@ async fn cluster_guidance_after_install_names_the_address_per_profile() {
     reset(&c).await;
 }
 
-/// `--dns-zone` fills the az commands in; `--apply-dns` runs them (recorded by the stand-in) and fails with exit 1 when az does.
+/// `--dns-zone` fills the az commands in; `--apply-dns` runs them (recorded by the stand-in): the
+/// address is added, the set read back, and an older address in it removed; exit 1 when az fails.
 fn apply_dns_through_the_az_stand_in(address: &str) {
-    let az = AzStandIn::new(0, "");
+    let az = AzStandIn::answering(
+        0,
+        "",
+        &format!(
+            r#"{{"ARecords":[{{"ipv4Address":"203.0.113.250"}},{{"ipv4Address":"{address}"}}],"TTL":3600,"fqdn":"app.example.com."}}"#
+        ),
+    );
     let out = install(
         "nginx",
         &["--dns-zone", "dns-rg/example.com", "--apply-dns"],
         Some(&az.dir),
     );
     let text = ok(&out);
-    let expected = [
-        "network",
-        "dns",
-        "record-set",
-        "a",
-        "add-record",
-        "-g",
-        "dns-rg",
-        "-z",
-        "example.com",
-        "-n",
-        "app",
-        "-a",
-        address,
-    ]
-    .map(String::from)
-    .to_vec();
-    assert_eq!(az.calls(), vec![expected.clone()], "exactly one az call");
-    let command = format!("az {}", expected.join(" "));
+    let call = |verb: &str, tail: &[&str]| {
+        let mut v: Vec<String> = [
+            "network",
+            "dns",
+            "record-set",
+            "a",
+            verb,
+            "-g",
+            "dns-rg",
+            "-z",
+            "example.com",
+            "-n",
+            "app",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(tail.iter().map(|s| s.to_string()));
+        v
+    };
+    assert_eq!(
+        az.calls(),
+        vec![
+            call("add-record", &["-a", address]),
+            call("show", &["-o", "json"]),
+            call(
+                "remove-record",
+                &["-a", "203.0.113.250", "--keep-empty-record-set"]
+            ),
+        ],
+        "add, read back, remove the stale address"
+    );
+    let command = format!("az {}", call("add-record", &["-a", address]).join(" "));
     assert!(
         guidance_part(&text).contains(&command),
         "the guidance shows the command with the zone filled in:\n{text}"
     );
-    assert!(
-        stderr(&out).contains(&format!("dns: {command}: done")),
-        "each command is reported: {}",
-        stderr(&out)
-    );
+    for done in [
+        command.clone(),
+        format!(
+            "az {}",
+            call(
+                "remove-record",
+                &["-a", "203.0.113.250", "--keep-empty-record-set"]
+            )
+            .join(" ")
+        ),
+    ] {
+        assert!(
+            stderr(&out).contains(&format!("dns: {done}: done")),
+            "each command is reported: {}",
+            stderr(&out)
+        );
+    }
 
     let failing = AzStandIn::new(
         3,

@@ -616,8 +616,8 @@ async fn cluster_service_accounts_have_what_their_components_need() {
         (
             "flagger-system:flagger-prometheus",
             &[
-                ("list", "", "pods", "", "", ""),
-                ("watch", "", "pods", "", "", ""),
+                ("list", "", "pods", "", "ingress-nginx", ""),
+                ("watch", "", "pods", "", "ingress-nginx", ""),
             ],
         ),
     ];
@@ -711,6 +711,11 @@ async fn cluster_service_accounts_have_what_their_components_need() {
         (
             "flagger-system:flagger",
             ("delete", "flagger.app", "canaries", "", "gridos", "gridos"),
+        ),
+        // It discovers only the ingress controller's pods, so it may not list pods elsewhere.
+        (
+            "flagger-system:flagger-prometheus",
+            ("list", "", "pods", "", "gridos", ""),
         ),
         (
             "gridos:default",
