@@ -1226,18 +1226,18 @@ fn app_steps(v: &Values) -> Vec<Step> {
 
 /// The dashboard, when Grafana is installed (`grafana.enabled`): reached through a port-forward only.
 fn grafana_step(v: &Values) -> Option<Step> {
-    v.grafana.enabled.then(|| {
-        Step {
+    if !v.grafana.enabled {
+        return None;
+    }
+    let note =
+        "then browse http://localhost:3000: the dashboard is the home page, read-only, no login";
+    Some(Step {
         title: "Open the \"Canary Deployment Dashboard\" in Grafana".into(),
         commands: vec![format!(
             "kubectl port-forward -n {} svc/grafana 3000:80",
             v.namespaces.flagger
         )],
-        note: Some(
-            "then browse http://localhost:3000: the dashboard is the home page, read-only, no login"
-                .into(),
-        ),
-    }
+        note: Some(note.into()),
     })
 }
 

@@ -213,6 +213,30 @@ fn grafana_off_renders_none_of_it() {
     );
     assert!(grafana(&off).is_empty());
     assert_eq!(on.len() - off.len(), 5);
+
+    // The guidance names the dashboard only when it is there.
+    let steps = |sets: &[&str]| -> Vec<String> {
+        let v = resolve(&ValuesRequest {
+            profile: Some(ProfileSource::Builtin("nginx".into())),
+            host: Some("app.example.com".into()),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .unwrap();
+        let g = gridos_setup::guidance::guidance(&gridos_setup::guidance::GuidanceInput {
+            values: &v,
+            address: Some("203.0.113.10"),
+            az_available: false,
+            dns_zone: None,
+        });
+        g.next_steps
+            .iter()
+            .flat_map(|s| s.commands.clone())
+            .collect()
+    };
+    let forward = "kubectl port-forward -n flagger-system svc/grafana 3000:80".to_string();
+    assert!(steps(&[]).contains(&forward));
+    assert!(!steps(&["grafana.enabled=false"]).contains(&forward));
 }
 
 // ---- Cluster: the port-forward the guidance prints, run as a user pastes it.
