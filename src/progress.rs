@@ -1,4 +1,4 @@
-//! Progress output: a spinner line per component on a terminal, one plain line per state change otherwise, NDJSON events with `-o json`.
+//! Progress output of every command (install, plan, canary wait): a spinner line per component on a terminal, one plain line per state change otherwise, NDJSON events with `-o json`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,6 +38,19 @@ pub enum Event {
     Object { id: String, result: String },
     /// Something worth knowing that is not a failure (a skipped ServiceMonitor, a renewed certificate).
     Notice { message: String },
+    /// A Canary's phase, weight or failed checks changed (`canary wait`).
+    Canary {
+        /// `namespace/name`, for the text line.
+        #[serde(skip)]
+        canary: String,
+        /// `Progressing, weight 25%, 1 failed check` and the like, for the text line.
+        #[serde(skip)]
+        description: String,
+        phase: Option<String>,
+        weight: i64,
+        #[serde(rename = "failedChecks")]
+        failed_checks: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -122,6 +135,11 @@ impl Reporter for PlainLines {
             }
             Event::Object { id, result } => format!("  {id} {result}"),
             Event::Notice { message } => format!("note: {message}"),
+            Event::Canary {
+                canary,
+                description,
+                ..
+            } => format!("canary {canary}: {description}"),
         };
         let _ = writeln!(std::io::stderr(), "{line}");
     }
@@ -140,10 +158,12 @@ impl Reporter for JsonLines {
     }
 }
 
-/// On a terminal: a spinner per component that turns into a done or failed mark with its time.
+/// On a terminal: a spinner per component that turns into a done or failed mark with its time,
+/// and a canary's line rewritten in place (cleared at the end, where the final line says it all).
 pub struct Spinners {
     multi: MultiProgress,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    canary: Mutex<Option<ProgressBar>>,
 }
 
 impl Spinners {
@@ -151,7 +171,20 @@ impl Spinners {
         Spinners {
             multi: MultiProgress::new(),
             bars: Mutex::new(BTreeMap::new()),
+            canary: Mutex::new(None),
         }
+    }
+
+    fn canary_line(&self, message: String) {
+        let mut line = self.canary.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = line.get_or_insert_with(|| {
+            let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let pb = self.multi.add(ProgressBar::new_spinner().with_style(style));
+            pb.enable_steady_tick(Duration::from_millis(100));
+            pb
+        });
+        bar.set_message(message);
     }
 
     fn bar(&self, component: &str) -> ProgressBar {
@@ -214,10 +247,18 @@ impl Reporter for Spinners {
             Event::Notice { message } => {
                 let _ = self.multi.println(format!("note: {message}"));
             }
+            Event::Canary {
+                canary,
+                description,
+                ..
+            } => self.canary_line(format!("canary {canary}: {description}")),
         }
     }
 
     fn finish(&self) {
+        if let Some(line) = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            line.finish_and_clear();
+        }
         let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         for pb in bars.values() {
             if !pb.is_finished() {
@@ -227,7 +268,7 @@ impl Reporter for Spinners {
     }
 }
 
-/// Collects events in memory: for tests and for the summary.
+/// Collects events in memory: for tests, and for runs whose events are not shown (`plan` in text).
 #[derive(Default)]
 pub struct Recorder {
     pub events: Mutex<Vec<Event>>,
@@ -239,5 +280,38 @@ impl Reporter for Recorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(ev.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_events_keep_the_documented_json_shape() {
+        let ev = Event::Canary {
+            canary: "gridos/gridos".into(),
+            description: "Progressing, weight 25%, 0 failed checks".into(),
+            phase: Some("Progressing".into()),
+            weight: 25,
+            failed_checks: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"canary","phase":"Progressing","weight":25,"failedChecks":0}"#
+        );
+    }
+
+    #[test]
+    fn component_events_are_tagged_in_snake_case() {
+        let ev = Event::Component {
+            component: "flagger".into(),
+            state: State::Done,
+            detail: "12 objects".into(),
+            elapsed_ms: Some(5),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["event"], "component");
+        assert_eq!(v["state"], "done");
     }
 }

@@ -75,7 +75,7 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
         add(group, plural(o.api_version(), o.kind()), &WRITE_VERBS);
         // `auto` picks the ServiceMonitor group on the cluster at install time: allow both.
         if o.kind() == "ServiceMonitor" && values.service_monitor.enabled == Toggle::Auto {
-            for g in ["monitoring.coreos.com", "azmonitoring.coreos.com"] {
+            for g in crate::profile::SERVICE_MONITOR_GROUPS {
                 add(g, "servicemonitors".into(), &WRITE_VERBS);
             }
         }
@@ -103,7 +103,25 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
             ..Default::default()
         })
         .collect();
-    // Roles and ClusterRoles the render creates, and the roles its bindings refer to.
+    out.extend(role_rules(objects));
+    // The pre-write permission check asks the API server what this user may do.
+    out.push(PolicyRule {
+        api_groups: Some(vec!["authorization.k8s.io".into()]),
+        resources: Some(vec!["selfsubjectaccessreviews".into()]),
+        verbs: vec!["create".into()],
+        ..Default::default()
+    });
+    out.push(PolicyRule {
+        non_resource_urls: Some(DISCOVERY_URLS.iter().map(|s| s.to_string()).collect()),
+        verbs: vec!["get".into()],
+        ..Default::default()
+    });
+    out
+}
+
+/// `escalate` on exactly the Roles and ClusterRoles the render creates, `bind` on exactly the roles
+/// its bindings refer to.
+fn role_rules(objects: &[Object]) -> Vec<PolicyRule> {
     let mut escalate: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut bind: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for o in objects {
@@ -128,6 +146,7 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
             _ => {}
         }
     }
+    let mut out = Vec::new();
     for (verb, map) in [("escalate", escalate), ("bind", bind)] {
         for (resource, names) in map {
             out.push(PolicyRule {
@@ -139,18 +158,6 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
             });
         }
     }
-    // The pre-write permission check asks the API server what this user may do.
-    out.push(PolicyRule {
-        api_groups: Some(vec!["authorization.k8s.io".into()]),
-        resources: Some(vec!["selfsubjectaccessreviews".into()]),
-        verbs: vec!["create".into()],
-        ..Default::default()
-    });
-    out.push(PolicyRule {
-        non_resource_urls: Some(DISCOVERY_URLS.iter().map(|s| s.to_string()).collect()),
-        verbs: vec!["get".into()],
-        ..Default::default()
-    });
     out
 }
 

@@ -76,7 +76,7 @@ async fn cluster_crds_reject_what_upstream_rejects_and_accept_documented_objects
         .cloned()
         .collect();
     apply_waves(&c, &foundation, false).await;
-    let resolver = Resolver::new(&c).await.unwrap();
+    let resolver = Resolver::new(&c, None).await.unwrap();
     let canary = find(&objects, "Canary", "gridos");
     let template = find(&objects, "MetricTemplate", "latency-p99");
 

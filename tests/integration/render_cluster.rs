@@ -2,7 +2,8 @@
 //! Canary comes back unpruned, and every Deployment is admitted under the Pod Security labels and
 //! becomes Available.
 
-use gridos_setup::apply::{ApplyOptions, Resolver, apply_one, with_membership};
+use gridos_setup::apply::{ApplyOptions, Resolver, apply_one};
+use gridos_setup::applyset::with_membership;
 use gridos_setup::profile::{ProfileSource, ValuesRequest, resolve};
 use gridos_setup::render::{Object, RenderInputs, Wave, render};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -61,7 +62,7 @@ pub(crate) async fn apply_waves(
     objects: &[Object],
     dry_run: bool,
 ) -> Vec<DynamicObject> {
-    let resolver = Resolver::new(c).await.unwrap();
+    let resolver = Resolver::new(c, None).await.unwrap();
     let (foundation, rest): (Vec<_>, Vec<_>) =
         objects.iter().partition(|o| o.wave() == Wave::Foundation);
     for o in &foundation {
@@ -76,12 +77,12 @@ pub(crate) async fn apply_waves(
         established(c, o.name()).await;
     }
     // A new kind resolves only once discovery has seen it.
-    let resolver = Resolver::new(c).await.unwrap();
+    let resolver = Resolver::new(c, None).await.unwrap();
     let mut out = Vec::new();
     for o in rest {
         let opts = ApplyOptions {
             dry_run,
-            force: false,
+            ..Default::default()
         };
         out.push(
             apply_one(c, &resolver, o, opts, false)
@@ -145,7 +146,7 @@ async fn cluster_a_full_canary_comes_back_unpruned() {
     apply_waves(&c, &objects, false).await;
     let mut canary = fixture("canary-full.yaml");
     canary.data["metadata"]["namespace"] = "gridos".into();
-    let resolver = Resolver::new(&c).await.unwrap();
+    let resolver = Resolver::new(&c, None).await.unwrap();
     let got = apply_one(&c, &resolver, &canary, ApplyOptions::default(), false)
         .await
         .unwrap();
