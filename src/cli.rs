@@ -281,19 +281,25 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
             fix: "write a duration such as 90s, 10m or 1h".into(),
         })
     };
+    let out_of_range = || bad(format!("out of range: allowed from {TIMEOUT_RANGE_TEXT}"));
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     let parsed = match text.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
+        // More seconds than a u64 holds.
+        Err(_) if digits => return Err(out_of_range()),
         // "1h 30m" with a space would need quoting in a pipeline: only the joined form is documented.
         Err(_) if text.contains(char::is_whitespace) || text.is_empty() => {
             return Err(bad("not a duration".into()));
         }
         Err(_) => humantime::parse_duration(text),
     };
-    let d = parsed.map_err(|e| bad(format!("not a duration ({e})")))?;
+    let d = match parsed {
+        Ok(d) => d,
+        Err(humantime::DurationError::NumberOverflow) => return Err(out_of_range()),
+        Err(e) => return Err(bad(format!("not a duration ({e})"))),
+    };
     if d < min || d > max {
-        return Err(bad(format!(
-            "out of range: allowed from {TIMEOUT_RANGE_TEXT}"
-        )));
+        return Err(out_of_range());
     }
     Ok(d)
 }
@@ -926,8 +932,15 @@ mod tests {
                 "{text}: {e}"
             );
         }
-        let e = parse_timeout("18446744073709551615").unwrap_err();
-        assert!(e.contains("allowed from 1s to 24h"), "{e}");
+        for huge in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "18446744073709551615m",
+            "307445734561825861m",
+        ] {
+            let e = parse_timeout(huge).unwrap_err();
+            assert!(e.contains("allowed from 1s to 24h"), "{huge}: {e}");
+        }
         assert!(parse_timeout("86401").is_err() && parse_timeout("1s").is_ok());
         for text in ["ten minutes", "", "10x", "m"] {
             let e = parse_timeout(text).expect_err(text);

@@ -22,6 +22,8 @@ pub struct Cluster {
     pub client: Client,
     pub context: String,
     pub server: String,
+    /// The server's answer to the first request (`/version`).
+    pub version: k8s_openapi::apimachinery::pkg::version::Info,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -449,20 +451,18 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     let server = config.cluster_url.to_string();
     let client = build_client(&config).map_err(|e| unusable(&e, &context, &secrets))?;
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(scrub_error(classify(&e, &server, &context), &secrets)),
-        Err(_) => {
-            return Err(ConnectError::NoAnswer {
-                server,
-                secs: PROBE_TIMEOUT.as_secs(),
-            });
-        }
+        Ok(Ok(version)) => Ok(Cluster {
+            client,
+            context,
+            server,
+            version,
+        }),
+        Ok(Err(e)) => Err(scrub_error(classify(&e, &server, &context), &secrets)),
+        Err(_) => Err(ConnectError::NoAnswer {
+            server,
+            secs: PROBE_TIMEOUT.as_secs(),
+        }),
     }
-    Ok(Cluster {
-        client,
-        context,
-        server,
-    })
 }
 
 /// kube's own stack with HTTP/2 offered by ALPN. kube-client 5 only enables HTTP/1.1, so each

@@ -32,10 +32,6 @@ pub enum Phase {
 }
 
 impl Timings {
-    pub fn new() -> Self {
-        Self::since(Instant::now())
-    }
-
     /// Timings of a run that began at `started`.
     pub fn since(started: Instant) -> Self {
         Timings {
@@ -58,12 +54,6 @@ impl Timings {
     /// The components that reported work, in name order.
     pub fn components(&self) -> Vec<String> {
         self.components.keys().cloned().collect()
-    }
-}
-
-impl Default for Timings {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -158,7 +148,7 @@ mod tests {
 
     #[test]
     fn timings_add_to_their_phase() {
-        let mut t = Timings::new();
+        let mut t = Timings::since(Instant::now());
         let since = Instant::now() - Duration::from_millis(5);
         t.add(Phase::Wait, since);
         assert!(t.wait >= Duration::from_millis(5));

@@ -201,12 +201,8 @@ pub async fn execute(
     }
 }
 
-/// Plans and then executes (or, with `req.dry_run`, previews) in one go, without questions.
-pub async fn install(req: &InstallRequest, reporter: &dyn Reporter) -> Result<Summary, Error> {
-    install_with(req, reporter, &Interrupt::new()).await
-}
-
-/// [`install`] that stops on `interrupt` (see [`execute`]).
+/// Plans and then executes (or, with `req.dry_run`, previews) in one go, without questions; stops
+/// on `interrupt` (see [`execute`]).
 pub async fn install_with(
     req: &InstallRequest,
     reporter: &dyn Reporter,
