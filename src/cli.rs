@@ -76,6 +76,12 @@ pub struct ApplyArgs {
     /// Take ownership of fields another tool (helm, kubectl, the AKS add-on) manages.
     #[arg(long)]
     pub force_conflicts: bool,
+    /// Take over ingress-nginx, Flagger and the load tester from the Helm releases install-flagger.sh made, keeping the controller Service and its address.
+    #[arg(long)]
+    pub adopt_helm: bool,
+    /// With --adopt-helm: keep Helm's release records (`helm list` keeps showing the releases).
+    #[arg(long, requires = "adopt_helm")]
+    pub keep_helm_history: bool,
     /// Output: text for people, json (one event per line, then a summary object) for pipelines.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: Output,
@@ -112,6 +118,9 @@ pub enum Command {
         /// After the install, run the `az network dns` commands for the records whose value is known (needs --dns-zone and az).
         #[arg(long)]
         apply_dns: bool,
+        /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION")]
+        lock_timeout: String,
     },
     /// Show what install would create, change, leave unchanged or prune (server-side dry run).
     #[command(
@@ -149,6 +158,9 @@ pub enum Command {
         /// How long to wait for everything to be gone.
         #[arg(long, default_value = "5m", value_name = "DURATION")]
         timeout: String,
+        /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION")]
+        lock_timeout: String,
     },
     /// Print the complete install for a profile as multi-document YAML, without touching a cluster.
     #[command(
@@ -319,6 +331,9 @@ fn install_request(
         no_wait,
         timeout: parse_duration("--timeout", &apply.timeout)?,
         force_conflicts: apply.force_conflicts,
+        lock_wait: None,
+        adopt_helm: apply.adopt_helm,
+        keep_helm_history: apply.keep_helm_history,
     })
 }
 
@@ -390,6 +405,12 @@ fn print_summary(
                 summary.count(Outcome::Pruned),
                 summary.durations.total_ms as f64 / 1000.0
             ));
+            if let Some(a) = &summary.adoption {
+                for line in a.lines() {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
             if let Some(a) = &summary.address {
                 let scope = if summary.internal {
                     "internal"
@@ -499,8 +520,10 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             no_wait,
             dns_zone,
             apply_dns,
+            lock_timeout,
         } => {
             let dns_zone = dns_zone.as_deref().map(DnsZone::parse).transpose()?;
+            let lock_wait = parse_duration("--lock-timeout", lock_timeout)?;
             check_apply_dns(*apply_dns, dns_zone.as_ref(), *dry_run, *no_wait)?;
             let mut req = match install_request(&args, apply, *dry_run, *no_wait) {
                 Err(Error::Input(InputError::MissingProfile { .. })) if terminal => {
@@ -521,6 +544,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             if !*yes && !*dry_run && !terminal {
                 return Err(InputError::NeedsYes.into());
             }
+            req.lock_wait = Some(lock_wait);
             // Values are checked before any question about the cluster, so a typo never waits for an answer.
             let values = match profile::resolve(&req.values) {
                 Err(InputError::MissingHost) if terminal => {
@@ -539,7 +563,27 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                     no_wait: true,
                     ..req.clone()
                 };
-                let plan = install::install(&plan_req, &progress::Recorder::default()).await?;
+                let plan = match install::install(&plan_req, &progress::Recorder::default()).await {
+                    // Offered on a terminal: take the releases over instead of refusing.
+                    Err(Error::Adopt(
+                        e @ gridos_setup::adopt::AdoptError::HelmInstalled { .. },
+                    )) => {
+                        eprintln!("{e}");
+                        if !gridos_setup::prompt::confirm(
+                            "Take them over (--adopt-helm: the controller Service and its load-balancer address stay)?",
+                        )? {
+                            eprintln!("Nothing was changed.");
+                            return Ok(exit::FAILED);
+                        }
+                        req.adopt_helm = true;
+                        let plan_req = InstallRequest {
+                            adopt_helm: true,
+                            ..plan_req
+                        };
+                        install::install(&plan_req, &progress::Recorder::default()).await?
+                    }
+                    other => other?,
+                };
                 eprint!("{}", gridos_setup::prompt::plan_text(&plan));
                 let question = if plan.changed() {
                     "Apply these changes and wait until everything is ready?"
@@ -553,13 +597,21 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             }
             let format = format_of(apply.output);
             let reporter = progress::reporter(format, terminal);
-            let summary = install::install_with(&req, reporter.as_ref(), &INTERRUPT).await;
+            // The DNS records are written under the same run lock as the install.
+            let (summary, lock) =
+                install::install_locked(&req, reporter.as_ref(), &INTERRUPT).await;
             reporter.finish();
-            let summary = summary?;
+            let summary = match summary {
+                Ok(s) => s,
+                Err(e) => return Err(e),
+            };
             let applied = match (&dns_zone, *apply_dns, summary.address.as_deref()) {
                 (Some(z), true, Some(address)) => apply_dns_records(&summary, z, address, format),
                 _ => Ok(()),
             };
+            if let Some(l) = lock {
+                l.release().await;
+            }
             print_summary(&summary, format, false, !summary.dry_run, dns_zone.as_ref())?;
             applied?;
             return Ok(exit::OK);
@@ -602,8 +654,10 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             yes,
             purge_crds,
             timeout,
+            lock_timeout,
         } => {
             let timeout = parse_duration("--timeout", timeout)?;
+            let lock_wait = parse_duration("--lock-timeout", lock_timeout)?;
             if !*yes {
                 if !terminal {
                     return Err(InputError::NeedsYes.into());
@@ -622,6 +676,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 connect: connect_request(&args),
                 purge_crds: *purge_crds,
                 timeout,
+                lock_wait: Some(lock_wait),
             };
             let summary = gridos_setup::uninstall::uninstall_with(&req, &INTERRUPT).await?;
             let mut text = String::new();

@@ -55,6 +55,12 @@ pub struct InstallRequest {
     pub no_wait: bool,
     pub timeout: Duration,
     pub force_conflicts: bool,
+    /// Take the run lock, waiting this long for another run's (`None`: no lock, for dry runs).
+    pub lock_wait: Option<Duration>,
+    /// Take over the Helm releases install-flagger.sh made (`--adopt-helm`).
+    pub adopt_helm: bool,
+    /// Keep Helm's release records when adopting (`--keep-helm-history`).
+    pub keep_helm_history: bool,
 }
 
 /// One object's result, as the summary lists it.
@@ -85,6 +91,9 @@ pub struct Summary {
     pub internal: bool,
     pub objects: Vec<ObjectResult>,
     pub notices: Vec<String>,
+    /// The Helm releases taken over (or, in a plan, to be taken over), and what that does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<crate::adopt::Plan>,
     pub durations: Durations,
     /// The values the run used, for the guidance printed after it.
     #[serde(skip)]
@@ -210,8 +219,17 @@ pub struct Prepared {
 
 /// Resolves values, connects, reads what the render needs from the cluster and renders: no writes.
 pub async fn prepare(req: &InstallRequest) -> Result<Prepared, Error> {
-    let mut values = profile::resolve(&req.values)?;
+    profile::resolve(&req.values)?;
     let cluster = cluster::connect(&req.connect).await?;
+    prepare_connected(req, cluster).await
+}
+
+/// [`prepare`] on a connected cluster: a run under the lock reads here, after taking it.
+async fn prepare_connected(
+    req: &InstallRequest,
+    cluster: cluster::Cluster,
+) -> Result<Prepared, Error> {
+    let mut values = profile::resolve(&req.values)?;
     let client = cluster.client.clone();
     let mut cert_notices = Vec::new();
     // Independent reads: together they cost one round trip instead of three.
@@ -260,6 +278,13 @@ pub async fn prepare(req: &InstallRequest) -> Result<Prepared, Error> {
 
 struct Run<'a> {
     client: Client,
+    /// Objects an adoption takes over from Helm (member ids): applied taking ownership.
+    taken: BTreeSet<String>,
+    /// Objects an adoption deletes and creates anew (ids): a dry run cannot show their apply.
+    replaced: BTreeSet<String>,
+    /// `--adopt-helm` (not a dry run): applied objects lose Helm's marks, also those an
+    /// interrupted adoption applied before.
+    adopting: bool,
     resolver: Resolver,
     before: ApplySetRecord,
     opts: ApplyOptions,
@@ -331,6 +356,10 @@ impl Run<'_> {
                 return Ok(out);
             }
         };
+        let mut applied = applied;
+        if self.adopting {
+            self.strip_helm(objects, &mut applied).await?;
+        }
         for (o, a) in objects.iter().zip(&applied) {
             let result = apply::outcome(&self.before, o, a);
             self.progress.event(&Event::Object {
@@ -342,9 +371,57 @@ impl Run<'_> {
         Ok(applied)
     }
 
+    /// Adoption: removes Helm's marks from objects just applied and applies them once more, so
+    /// what Helm set and gridos-setup does not render goes too (see `adopt::strip`).
+    async fn strip_helm(
+        &mut self,
+        objects: &[Object],
+        applied: &mut [DynamicObject],
+    ) -> Result<(), Error> {
+        let pairs: Vec<(Object, DynamicObject)> = objects
+            .iter()
+            .cloned()
+            .zip(applied.iter().cloned())
+            .collect();
+        let stripped =
+            crate::adopt::strip(&self.client, &self.resolver, &pairs, &self.taken, false).await?;
+        if stripped.is_empty() {
+            return Ok(());
+        }
+        let again = apply::apply_many_until(
+            &self.client,
+            &self.resolver,
+            &stripped,
+            self.opts,
+            &self.before.members,
+            &self.interrupt,
+        )
+        .await
+        .map_err(|e| self.fail(&stripped, e))?;
+        let by_id: BTreeMap<String, DynamicObject> =
+            stripped.iter().map(Object::id).zip(again).collect();
+        for (o, a) in objects.iter().zip(applied.iter_mut()) {
+            if let Some(n) = by_id.get(&o.id()) {
+                *a = n.clone();
+            }
+        }
+        Ok(())
+    }
+
     /// Dry run: compares the server's would-be object with the live one.
     async fn plan_one(&mut self, o: &Object) -> Result<DynamicObject, Error> {
-        let result = plan_outcome(&self.client, &self.resolver, o, self.opts).await?;
+        let mut opts = self.opts;
+        // An object taken over from Helm is applied taking ownership, so its plan is too.
+        opts.force |= self.taken.contains(&apply::member_id(o));
+        let result = if self.replaced.contains(&o.id()) {
+            let rendered = serde_json::from_value(o.data.clone()).map_err(|e| Error::Template {
+                template: o.template.clone(),
+                reason: e.to_string(),
+            })?;
+            (Outcome::Created, rendered)
+        } else {
+            plan_outcome(&self.client, &self.resolver, o, opts).await?
+        };
         self.progress.event(&Event::Object {
             id: o.id(),
             result: result.0.as_str().into(),
@@ -483,6 +560,27 @@ pub async fn install(req: &InstallRequest, progress: &dyn Reporter) -> Result<Su
     install_with(req, progress, &Interrupt::new()).await
 }
 
+/// Takes the run lock for `req` (unless it is a dry run or asks for none), reporting a wait.
+async fn take_lock(
+    req: &InstallRequest,
+    client: &Client,
+    progress: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Option<crate::lock::RunLock>, Error> {
+    let Some(wait) = req.lock_wait.filter(|_| !req.dry_run) else {
+        return Ok(None);
+    };
+    let on_wait = |w: crate::lock::LockWait| progress.event(&w.event());
+    let lock_req = crate::lock::LockRequest {
+        command: "install",
+        wait,
+        on_wait: &on_wait,
+    };
+    Ok(Some(
+        crate::lock::acquire(client, &lock_req, interrupt).await?,
+    ))
+}
+
 /// How long writes already under way may take to finish after an interruption; the binary's hard
 /// stop comes later, so the exit within 2 s holds even against an unresponsive apiserver.
 pub const INTERRUPT_GRACE: Duration = Duration::from_millis(1200);
@@ -516,17 +614,68 @@ pub async fn install_with(
     progress: &dyn Reporter,
     interrupt: &Interrupt,
 ) -> Result<Summary, Error> {
+    let (result, lock) = install_locked(req, progress, interrupt).await;
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    result
+}
+
+/// [`install_with`] that hands the run lock (when one was taken and the install succeeded) to
+/// the caller, for a step that must run under it too (`--apply-dns`); the caller releases it.
+pub async fn install_locked(
+    req: &InstallRequest,
+    progress: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> (Result<Summary, Error>, Option<crate::lock::RunLock>) {
+    // Bad input is refused before any request, the lock's included.
+    if let Err(e) = profile::resolve(&req.values) {
+        return (Err(e.into()), None);
+    }
+    let cluster = match cluster::connect(&req.connect).await {
+        Ok(c) => c,
+        Err(e) => return (Err(e.into()), None),
+    };
+    let lock = match take_lock(req, &cluster.client, progress, interrupt).await {
+        Ok(l) => l,
+        Err(e) => return (Err(e), None),
+    };
     let tally = Tally {
         inner: progress,
         applied: Mutex::new(Vec::new()),
     };
+    let lost = async {
+        match &lock {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
-        r = run_install(req, &tally, interrupt) => r,
+        r = run_install(req, cluster, &tally, interrupt) => r,
+        e = lost => Err(e.into()),
         _ = async {
             interrupt.cancelled().await;
             tokio::time::sleep(INTERRUPT_GRACE).await;
         } => Err(crate::interrupt::Interrupted.into()),
     };
+    let result = interrupted_summary(result, &tally, interrupt);
+    match result {
+        Ok(s) => (Ok(s), lock),
+        Err(e) => {
+            if let Some(l) = lock {
+                l.release().await;
+            }
+            (Err(e), None)
+        }
+    }
+}
+
+/// An error of an interrupted run, saying what was applied before it stopped.
+fn interrupted_summary(
+    result: Result<Summary, Error>,
+    tally: &Tally<'_>,
+    interrupt: &Interrupt,
+) -> Result<Summary, Error> {
     match result {
         Err(_) if interrupt.requested() => {
             let applied = tally.applied.lock().unwrap_or_else(|e| e.into_inner());
@@ -550,13 +699,14 @@ pub async fn install_with(
 
 async fn run_install(
     req: &InstallRequest,
+    cluster: cluster::Cluster,
     progress: &dyn Reporter,
     interrupt: &Interrupt,
 ) -> Result<Summary, Error> {
     let t0 = Instant::now();
     let deadline = t0 + req.timeout;
     crate::retry::limit_to(deadline);
-    let p = prepare(req).await?;
+    let p = prepare_connected(req, cluster).await?;
     progress.event(&Event::Target {
         context: p.context.clone(),
         server: p.server.clone(),
@@ -571,6 +721,38 @@ async fn run_install(
         ..apply::record_for(&p.objects)
     };
     let stale = apply::stale(&p.record, &now_record);
+    // Claims of other tools (Helm releases, other field managers) on what this run writes for the
+    // first time, found before the first write so that a refused run writes nothing.
+    let mut adoption = crate::adopt::Plan::default();
+    if req.adopt_helm || !now_record.members.is_subset(&p.record.members) {
+        let claims =
+            crate::adopt::claims(&p.client, &p.resolver, &p.objects, &p.record.members).await?;
+        if req.adopt_helm || !claims.releases.is_empty() {
+            let extra: Vec<_> = claims.releases.iter().cloned().collect();
+            adoption = crate::adopt::plan(
+                &p.client,
+                &p.resolver,
+                &p.objects,
+                &extra,
+                req.keep_helm_history,
+            )
+            .await?;
+        }
+        if !adoption.is_empty() && !req.adopt_helm {
+            return Err(crate::adopt::AdoptError::HelmInstalled {
+                releases: adoption.releases,
+            }
+            .into());
+        }
+        if let Some(e) = claims.refusal(&crate::adopt::owned_ids(&adoption))
+            && !req.force_conflicts
+        {
+            return Err(e);
+        }
+        for line in adoption.lines() {
+            progress.event(&Event::Notice { message: line });
+        }
+    }
     if !req.dry_run {
         // Refused here, a user without the rights leaves the cluster untouched.
         crate::preflight::authorize_writes(&p.client, &p.resolver, &p.objects, &p.record).await?;
@@ -582,11 +764,18 @@ async fn run_install(
             false,
         )
         .await?;
+        crate::adopt::before_apply(&p.client, &p.resolver, &adoption, false).await?;
     }
+    let taken = crate::adopt::owned_ids(&adoption);
+    let mut before = p.record.clone();
+    before.members.extend(taken.iter().cloned());
     let mut run = Run {
+        taken,
+        replaced: adoption.replace.iter().map(|t| t.id.clone()).collect(),
+        adopting: req.adopt_helm && !req.dry_run,
         client: p.client.clone(),
         resolver: p.resolver,
-        before: p.record.clone(),
+        before,
         opts: ApplyOptions {
             dry_run: req.dry_run,
             force: req.force_conflicts,
@@ -829,6 +1018,14 @@ async fn run_install(
             }
         }
     }
+    if !adoption.is_empty() && !req.dry_run {
+        interrupt.check()?;
+        for id in crate::adopt::finish(&run.client, &run.resolver, &adoption, false).await? {
+            progress.event(&Event::Notice {
+                message: format!("{id} deleted (Helm release object)"),
+            });
+        }
+    }
     if !req.dry_run {
         interrupt.check()?;
         apply::write_record(
@@ -856,6 +1053,7 @@ async fn run_install(
         internal,
         objects: run.results,
         notices: p.notices,
+        adoption: (!adoption.is_empty()).then_some(adoption),
         values: p.values.clone(),
         durations: Durations {
             total_ms: ms(t0.elapsed()),

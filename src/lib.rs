@@ -4,6 +4,7 @@
 //! checks -> apply -> wait -> guidance. The binary's `cli` turns arguments into requests; this
 //! library never sees clap types.
 
+pub mod adopt;
 pub mod apply;
 pub mod canary;
 pub mod certs;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod guidance;
 pub mod install;
 pub mod interrupt;
+pub mod lock;
 pub mod preflight;
 pub mod profile;
 pub mod progress;

@@ -22,6 +22,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::discovery::Scope;
 use serde::Serialize;
 
+use crate::adopt;
 use crate::apply::{self, ApplyError, ApplyOptions, ApplySetRecord, Resolver};
 use crate::cluster::{self, ConnectRequest};
 use crate::error::{Error, InputError};
@@ -728,52 +729,93 @@ fn service_monitor(values: &Values, resolver: &Resolver) -> Check {
     }
 }
 
+/// The Helm releases install-flagger.sh made (or any release running ingress-nginx, Flagger or
+/// the load tester), each named once, from the release records and the Deployments Helm marks.
 async fn helm_conflicts(client: &Client) -> Check {
     const NAME: &str = "Helm installs";
     let api: Api<Deployment> = Api::all(client.clone());
-    let lp = ListParams::default().labels(
-        "app.kubernetes.io/managed-by=Helm,app.kubernetes.io/name in (ingress-nginx,flagger)",
-    );
-    match api.list(&lp).await {
-        Err(e) => fail(
-            NAME,
-            format!("cannot list Deployments to look for Helm releases: {e}"),
-            bind_hint(),
-        ),
-        Ok(l) if l.items.is_empty() => pass(NAME, "no ingress-nginx or Flagger managed by Helm"),
-        Ok(l) => {
-            let mut found = Vec::new();
-            let mut fixes = Vec::new();
-            for d in &l.items {
-                let ns = d.metadata.namespace.clone().unwrap_or_default();
-                let name = d.metadata.name.clone().unwrap_or_default();
-                let labels = d.metadata.labels.clone().unwrap_or_default();
-                let release = d
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("meta.helm.sh/release-name").cloned())
-                    .or_else(|| labels.get("app.kubernetes.io/instance").cloned())
-                    .unwrap_or_else(|| name.clone());
-                let component = labels
-                    .get("app.kubernetes.io/name")
-                    .cloned()
-                    .unwrap_or_default();
-                found.push(format!(
-                    "Deployment {ns}/{name} ({component}, Helm release {release})"
-                ));
-                fixes.push(format!("helm uninstall {release} -n {ns}"));
-            }
-            fail(
+    let lp = ListParams::default().labels(&format!("{}={}", adopt::MANAGED_BY, adopt::HELM));
+    let (deployments, records) = tokio::join!(api.list(&lp), adopt::find_releases(client));
+    let deployments = match deployments {
+        Ok(l) => l.items,
+        Err(e) => {
+            return fail(
                 NAME,
-                format!("already installed by Helm: {}", found.join(", ")),
-                format!(
-                    "two installs would fight over the same IngressClass, webhook and CRDs: remove the Helm release first (`{}`)",
-                    fixes.join("`, `")
-                ),
-            )
+                format!("cannot list Deployments to look for Helm releases: {e}"),
+                bind_hint(),
+            );
         }
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => return fail(NAME, e.to_string(), bind_hint()),
+    };
+    // release -> the Deployments it runs
+    let mut found: BTreeMap<adopt::Release, Vec<String>> = BTreeMap::new();
+    for d in &deployments {
+        let app = d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .cloned()
+            .unwrap_or_default();
+        let Some(release) = adopt::release_of(&d.metadata) else {
+            continue;
+        };
+        if ![
+            "ingress-nginx",
+            "flagger",
+            "loadtester",
+            "flagger-loadtester",
+        ]
+        .contains(&app.as_str())
+            && !adopt::KNOWN_RELEASES.contains(&release.name.as_str())
+        {
+            continue;
+        }
+        found.entry(release).or_default().push(format!(
+            "Deployment {}/{}",
+            d.metadata.namespace.clone().unwrap_or_default(),
+            d.metadata.name.clone().unwrap_or_default()
+        ));
     }
+    let kept: Vec<&adopt::Release> = records
+        .keys()
+        .filter(|r| adopt::KNOWN_RELEASES.contains(&r.name.as_str()) && !found.contains_key(*r))
+        .collect();
+    if found.is_empty() {
+        if kept.is_empty() {
+            return pass(
+                NAME,
+                "no ingress-nginx, Flagger or load tester installed by Helm",
+            );
+        }
+        return warn(
+            NAME,
+            format!(
+                "Helm release records without Helm-managed workloads (kept by --keep-helm-history?): {}",
+                kept.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")
+            ),
+            Some("`helm list` still shows them; `helm uninstall` would delete what gridos-setup now owns, so delete the records instead (`kubectl delete secret -n NAMESPACE -l owner=helm,name=RELEASE`)".into()),
+        );
+    }
+    let lines: Vec<String> = found
+        .iter()
+        .map(|(r, what)| format!("release {} ({})", r.describe(), what.join(", ")))
+        .collect();
+    let uninstall: Vec<String> = found
+        .keys()
+        .map(|r| format!("helm uninstall {} -n {}", r.name, r.namespace))
+        .collect();
+    fail(
+        NAME,
+        format!("already installed by Helm: {}", lines.join("; ")),
+        format!(
+            "`gridos-setup install --adopt-helm` takes them over and keeps the controller Service and its load-balancer address (`gridos-setup plan --adopt-helm` shows every change first); or remove them (`{}`), which frees the address",
+            uninstall.join("`, `")
+        ),
+    )
 }
 
 async fn app_routing(client: &Client) -> Check {
@@ -897,6 +939,9 @@ async fn pre(
         no_wait: true,
         timeout: Duration::from_secs(60),
         force_conflicts: false,
+        lock_wait: None,
+        adopt_helm: false,
+        keep_helm_history: false,
     };
     // What install would apply, decided exactly as install decides it.
     let prepared = install::prepare(&install_req).await;
@@ -971,6 +1016,72 @@ async fn pre(
         ));
     }
     Ok(())
+}
+
+/// Whether the admission webhook trusts the CA of the certificate its Secret serves: if they come
+/// from different runs, the API server's TLS to the webhook fails and, with failurePolicy Fail,
+/// every Ingress create and update is refused.
+async fn webhook_trust(client: &Client, ns: &str, secret: &Secret) -> Check {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    const NAME: &str = "webhook CA";
+    let ca = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(crate::certs::CA_CRT))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    // The configuration is named after the Secret, as upstream names both.
+    let vwc = match api.get_opt(install::ADMISSION_SECRET).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return fail(
+                NAME,
+                format!(
+                    "ValidatingWebhookConfiguration {} is missing",
+                    install::ADMISSION_SECRET
+                ),
+                "re-run `gridos-setup install` (same profile and host) to create it",
+            );
+        }
+        Err(e) => {
+            return fail(
+                NAME,
+                format!(
+                    "cannot read ValidatingWebhookConfiguration {}: {e}",
+                    install::ADMISSION_SECRET
+                ),
+                bind_hint(),
+            );
+        }
+    };
+    let mismatched: Vec<String> = vwc
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&ca))
+        .map(|w| w.name)
+        .collect();
+    if mismatched.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "the webhook trusts the CA of Secret {ns}/{}",
+                install::ADMISSION_SECRET
+            ),
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "the caBundle of webhook {} in ValidatingWebhookConfiguration {} is not the CA of Secret {ns}/{}: the API server cannot reach the webhook, so every Ingress create and update is refused",
+                mismatched.join(", "),
+                install::ADMISSION_SECRET,
+                install::ADMISSION_SECRET
+            ),
+            "re-run `gridos-setup install` with the same profile and host: it writes both from the Secret's certificate (one run at a time: the run lock serialises them)",
+        )
+    }
 }
 
 /// When the PEM certificate expires, read without showing any of it.
@@ -1083,43 +1194,45 @@ async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Resul
         ));
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let name = "webhook certificate";
-        report
-            .checks
-            .push(match secrets.get_opt(install::ADMISSION_SECRET).await {
-                Ok(Some(s)) => {
-                    let expiry = s
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get(crate::certs::TLS_CRT))
-                        .and_then(|b| not_after(&b.0));
-                    match expiry {
-                        Some(t) if t < SystemTime::now() + CERT_WARN_BEFORE => warn(
-                            name,
-                            format!("expires on {}", date(t)),
-                            Some("re-run `gridos-setup install` to renew it".into()),
+        let secret = secrets.get_opt(install::ADMISSION_SECRET).await;
+        if let Ok(Some(s)) = &secret {
+            report.checks.push(webhook_trust(client, &ns, s).await);
+        }
+        report.checks.push(match secret {
+            Ok(Some(s)) => {
+                let expiry = s
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(crate::certs::TLS_CRT))
+                    .and_then(|b| not_after(&b.0));
+                match expiry {
+                    Some(t) if t < SystemTime::now() + CERT_WARN_BEFORE => warn(
+                        name,
+                        format!("expires on {}", date(t)),
+                        Some("re-run `gridos-setup install` to renew it".into()),
+                    ),
+                    Some(t) => pass(name, format!("valid until {}", date(t))),
+                    None => fail(
+                        name,
+                        format!(
+                            "Secret {ns}/{} holds no readable certificate",
+                            install::ADMISSION_SECRET
                         ),
-                        Some(t) => pass(name, format!("valid until {}", date(t))),
-                        None => fail(
-                            name,
-                            format!(
-                                "Secret {ns}/{} holds no readable certificate",
-                                install::ADMISSION_SECRET
-                            ),
-                            "re-run `gridos-setup install` to make a new one",
-                        ),
-                    }
+                        "re-run `gridos-setup install` to make a new one",
+                    ),
                 }
-                Ok(None) => fail(
-                    name,
-                    format!("Secret {ns}/{} is missing", install::ADMISSION_SECRET),
-                    "re-run `gridos-setup install` to make a new one",
-                ),
-                Err(e) => fail(
-                    name,
-                    format!("cannot read Secret {ns}/{}: {e}", install::ADMISSION_SECRET),
-                    bind_hint(),
-                ),
-            });
+            }
+            Ok(None) => fail(
+                name,
+                format!("Secret {ns}/{} is missing", install::ADMISSION_SECRET),
+                "re-run `gridos-setup install` to make a new one",
+            ),
+            Err(e) => fail(
+                name,
+                format!("cannot read Secret {ns}/{}: {e}", install::ADMISSION_SECRET),
+                bind_hint(),
+            ),
+        });
     }
     for m in members.iter().filter(|m| m.kind == "Canary") {
         let ns = m.namespace.clone().unwrap_or_default();

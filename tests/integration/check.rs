@@ -100,11 +100,12 @@ async fn cluster_check_pre_fails_on_a_helm_managed_ingress_nginx() {
         .unwrap_or_else(|| panic!("a failed Helm check:\n{text}"));
     assert!(
         line.contains(&format!("Deployment {ns}/ingress-nginx-controller"))
-            && line.contains("Helm release edge"),
+            && line.contains(&format!("release edge (namespace {ns})")),
         "{line}"
     );
     assert!(
-        text.contains(&format!("hint: two installs would fight over the same IngressClass, webhook and CRDs: remove the Helm release first (`helm uninstall edge -n {ns}`)")),
+        text.contains("hint: `gridos-setup install --adopt-helm` takes them over")
+            && text.contains(&format!("(`helm uninstall edge -n {ns}`)")),
         "{text}"
     );
     // Only that check fails.

@@ -5,14 +5,17 @@
 
 mod util;
 
+mod adopt;
 mod bad_input;
 mod canary;
 mod certs;
 mod check;
 mod faults;
 mod guidance;
+mod helm_state;
 mod install;
 mod interrupt;
+mod lock;
 mod operate;
 mod prompt;
 mod rbac;

@@ -157,6 +157,13 @@ pub async fn reset(c: &Client) {
     let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
         .delete("gridos-lb-standin", &dp)
         .await;
+    // A run lock a failed test left behind (a live-looking holder would block the next test).
+    let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        c.clone(),
+        gridos_setup::lock::LEASE_NAMESPACE,
+    )
+    .delete(gridos_setup::lock::LEASE_NAME, &dp)
+    .await;
     let namespaces: Api<Namespace> = Api::all(c.clone());
     let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
     let crd_names = [
