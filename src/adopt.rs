@@ -197,14 +197,12 @@ pub fn release_of(meta: &ObjectMeta) -> Option<Release> {
     }
     let hook = ann.is_some_and(|a| a.contains_key(HOOK));
     let helm = labels.and_then(|l| l.get(MANAGED_BY)).map(String::as_str) == Some(HELM);
-    match (
-        hook && helm,
-        labels.and_then(|l| l.get(INSTANCE)),
-        &meta.namespace,
-    ) {
-        (true, Some(instance), Some(ns)) => Some(Release {
+    match (hook && helm, labels.and_then(|l| l.get(INSTANCE))) {
+        // A cluster-scoped hook (the admission ClusterRole) names no namespace: "" here, matched
+        // by name alone where that is unambiguous (see `release_objects`).
+        (true, Some(instance)) => Some(Release {
             name: instance.clone(),
-            namespace: ns.clone(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
         }),
         _ => None,
     }
@@ -304,7 +302,17 @@ async fn release_objects(
             "listing {kind} objects labelled {MANAGED_BY}={HELM}"
         )))?;
         for o in list.items {
-            let Some(release) = release_of(&o.metadata).filter(|r| releases.contains(r)) else {
+            let Some(release) = release_of(&o.metadata).and_then(|r| {
+                if r.namespace.is_empty() {
+                    let mut same = releases.iter().filter(|a| a.name == r.name);
+                    match (same.next(), same.next()) {
+                        (Some(one), None) => Some(one.clone()),
+                        _ => None,
+                    }
+                } else {
+                    releases.contains(&r).then_some(r)
+                }
+            }) else {
                 continue;
             };
             let s = Stale {
@@ -505,9 +513,14 @@ pub async fn claims(
     Ok(out)
 }
 
-/// Member ids (see [`apply::member_id`]) the apply may take ownership of on conflict.
+/// Member ids (see [`apply::member_id`]) the apply may take ownership of on conflict: the
+/// objects taken over, and those replaced (created anew, nobody else's once re-created).
 pub fn owned_ids(plan: &Plan) -> BTreeSet<String> {
-    plan.take_over.iter().map(|t| stale_id(&t.object)).collect()
+    plan.take_over
+        .iter()
+        .chain(&plan.replace)
+        .map(|t| stale_id(&t.object))
+        .collect()
 }
 
 fn api_for(client: &Client, resolver: &Resolver, s: &Stale) -> Option<Api<DynamicObject>> {
