@@ -209,10 +209,31 @@ async fn cluster_adopt_the_helm_start_state_is_refused_with_nothing_written_nami
     delete_helm_state(&c).await;
 }
 
-async fn adopt_and_check(profile: &str, internal: bool) {
+/// Adopts the Helm state for `profile` and checks the result; `interrupted`: a first adoption is
+/// SIGKILLed once it has started writing, and the same command run again finishes it.
+async fn adopt_and_check(profile: &str, internal: bool, interrupted: bool) {
     let c = client().await;
     let state = fresh_helm_state(&c, internal).await;
     let (uid, address) = controller_address(&c).await;
+    if interrupted {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gridos-setup"));
+        cmd.args([
+            "install",
+            "--profile",
+            profile,
+            "--host",
+            HOST,
+            "--yes",
+            "--adopt-helm",
+        ])
+        .args(["-o", "json", "--kubeconfig"])
+        .arg(crate::util::kubeconfig())
+        .stdin(std::process::Stdio::null());
+        let (mut child, lines) = crate::interrupt::spawn_lines(cmd);
+        crate::interrupt::wait_line(&lines, 120, |l| l.contains("\"event\":\"object\""));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
 
     let out = gridos_k(&[
         "install",
@@ -353,11 +374,11 @@ async fn adopt_and_check(profile: &str, internal: bool) {
 #[tokio::test]
 async fn cluster_adopt_nginx_keeps_the_service_uid_and_public_address() {
     let _lock = cluster_lock().await;
-    adopt_and_check("nginx", false).await;
+    adopt_and_check("nginx", false, false).await;
 }
 
 #[tokio::test]
-async fn cluster_adopt_appgw_keeps_the_service_uid_and_internal_address() {
+async fn cluster_adopt_appgw_interrupted_resumes_and_keeps_the_service_uid_and_internal_address() {
     let _lock = cluster_lock().await;
-    adopt_and_check("appgw", true).await;
+    adopt_and_check("appgw", true, true).await;
 }
