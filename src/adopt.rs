@@ -27,7 +27,8 @@ use kube::api::{
 use kube::discovery::Scope;
 use serde::Serialize;
 
-use crate::apply::{self, Resolver, Stale};
+use crate::apply::{self, Resolver};
+use crate::applyset::{self, Stale};
 use crate::render::Object;
 use crate::retry::with_retry;
 
@@ -230,11 +231,13 @@ pub fn helm_manages(meta: &ObjectMeta) -> bool {
 pub async fn find_releases(client: &Client) -> Result<BTreeMap<Release, Vec<Target>>, AdoptError> {
     let api: Api<Secret> = Api::all(client.clone());
     let lp = ListParams::default().labels("owner=helm");
-    let list = with_retry("listing Helm release records", || api.list_metadata(&lp))
-        .await
-        .map_err(api_err(
-            "listing Helm release records (Secrets labelled owner=helm)",
-        ))?;
+    let list = with_retry("listing Helm release records", None, || {
+        api.list_metadata(&lp)
+    })
+    .await
+    .map_err(api_err(
+        "listing Helm release records (Secrets labelled owner=helm)",
+    ))?;
     let mut out: BTreeMap<Release, Vec<Target>> = BTreeMap::new();
     for s in list.items {
         let m = s.metadata;
@@ -291,7 +294,7 @@ async fn release_objects(
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         let lp = lp.clone();
         Some(async move {
-            let r = with_retry(&format!("listing {kind}"), || api.list_metadata(&lp)).await;
+            let r = with_retry(&format!("listing {kind}"), None, || api.list_metadata(&lp)).await;
             (*av, *kind, r)
         })
     }))
@@ -360,7 +363,7 @@ pub async fn plan(
     if releases.is_empty() {
         return Ok(plan);
     }
-    let rendered_ids: BTreeSet<String> = rendered.iter().map(apply::member_id).collect();
+    let rendered_ids: BTreeSet<String> = rendered.iter().map(applyset::member_id).collect();
     for (s, meta, release) in release_objects(client, resolver, &releases).await? {
         if rendered_ids.contains(&stale_id(&s)) {
             plan.take_over.push(target(s, &meta, Some(release)));
@@ -371,20 +374,22 @@ pub async fn plan(
     // The chart's webhook Secret is made by a hook Job and carries no Helm marks at all.
     if let Some(secret) = rendered
         .iter()
-        .find(|o| o.kind() == "Secret" && o.name() == crate::install::ADMISSION_SECRET)
+        .find(|o| o.kind() == "Secret" && o.name() == crate::plan::ADMISSION_SECRET)
         && releases.iter().any(|r| r.name == "ingress-nginx")
     {
         let ns = secret.namespace().unwrap_or_default();
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-        let live = with_retry("reading the webhook Secret", || api.get_opt(secret.name()))
-            .await
-            .map_err(api_err(format!("reading Secret {ns}/{}", secret.name())))?;
+        let live = with_retry("reading the webhook Secret", None, || {
+            api.get_opt(secret.name())
+        })
+        .await
+        .map_err(api_err(format!("reading Secret {ns}/{}", secret.name())))?;
         if let Some(s) = live.filter(|s| {
             s.type_.as_deref() != Some(TLS_TYPE)
                 && s.metadata
                     .labels
                     .as_ref()
-                    .is_none_or(|l| l.get(apply::PART_OF) != Some(&apply::applyset_id()))
+                    .is_none_or(|l| l.get(applyset::PART_OF) != Some(&applyset::applyset_id()))
         }) {
             let st = Stale {
                 api_version: "v1".into(),
@@ -446,7 +451,7 @@ pub async fn claims(
 ) -> Result<Claims, AdoptError> {
     let new: Vec<&Object> = objects
         .iter()
-        .filter(|o| !members.contains(&apply::member_id(o)) && resolver.resolve(o).is_ok())
+        .filter(|o| !members.contains(&applyset::member_id(o)) && resolver.resolve(o).is_ok())
         .collect();
     let mut out = Claims::default();
     if new.is_empty() {
@@ -455,7 +460,7 @@ pub async fn claims(
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let all = ListParams::default();
     let existing: BTreeSet<String> =
-        with_retry("listing namespaces", || ns_api.list_metadata(&all))
+        with_retry("listing namespaces", None, || ns_api.list_metadata(&all))
             .await
             .map_err(api_err("listing namespaces"))?
             .items
@@ -469,6 +474,7 @@ pub async fn claims(
     let opts = apply::ApplyOptions {
         dry_run: true,
         force: false,
+        deadline: None,
     };
     let results: Vec<(&Object, Result<DynamicObject, apply::ApplyError>)> = futures::stream::iter(
         candidates
@@ -493,7 +499,7 @@ pub async fn claims(
                     name: o.name().into(),
                 };
                 let live = match api_for(client, resolver, &s) {
-                    Some(api) => with_retry(&o.id(), || api.get_opt(o.name()))
+                    Some(api) => with_retry(&o.id(), None, || api.get_opt(o.name()))
                         .await
                         .map_err(api_err(format!("reading {}", o.id())))?,
                     None => None,
@@ -502,7 +508,7 @@ pub async fn claims(
                     Some(rel) => {
                         out.releases.insert(rel);
                     }
-                    None => out.conflicts.push((apply::member_id(o), e)),
+                    None => out.conflicts.push((applyset::member_id(o), e)),
                 }
             }
             // Permissions, invalid objects and the rest are the permission check's and the
@@ -513,7 +519,41 @@ pub async fn claims(
     Ok(out)
 }
 
-/// Member ids (see [`apply::member_id`]) the apply may take ownership of on conflict: the
+/// For an install's plan: what other tools claim among the objects it writes for the first time,
+/// and with `adopt` what taking the Helm releases over does. Refused before any write: Helm
+/// releases without `adopt` (each named once), other managers' fields without `force`.
+pub async fn decide(
+    install: &crate::plan::Plan,
+    adopt: bool,
+    keep_history: bool,
+    force: bool,
+) -> Result<Plan, crate::error::Error> {
+    let (client, resolver) = (install.client(), &install.resolver);
+    // A re-run writes nothing for the first time: nothing to find, no request.
+    if !adopt && install.after.members.is_subset(&install.before.members) {
+        return Ok(Plan::default());
+    }
+    let found = claims(client, resolver, &install.objects, &install.before.members).await?;
+    let mut adoption = Plan::default();
+    if adopt || !found.releases.is_empty() {
+        let extra: Vec<Release> = found.releases.iter().cloned().collect();
+        adoption = plan(client, resolver, &install.objects, &extra, keep_history).await?;
+    }
+    if !adoption.is_empty() && !adopt {
+        return Err(AdoptError::HelmInstalled {
+            releases: adoption.releases,
+        }
+        .into());
+    }
+    if let Some(e) = found.refusal(&owned_ids(&adoption))
+        && !force
+    {
+        return Err(e);
+    }
+    Ok(adoption)
+}
+
+/// Member ids (see [`applyset::member_id`]) the apply may take ownership of on conflict: the
 /// objects taken over, and those replaced (created anew, nobody else's once re-created).
 pub fn owned_ids(plan: &Plan) -> BTreeSet<String> {
     plan.take_over
@@ -550,7 +590,7 @@ async fn delete_unchanged(
         }),
         ..DeleteParams::background()
     };
-    match with_retry(&t.id, || api.delete(&t.object.name, &dp)).await {
+    match with_retry(&t.id, None, || api.delete(&t.object.name, &dp)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(e) => Err(api_err(format!("deleting {}", t.id))(e)),
@@ -589,7 +629,7 @@ pub async fn strip(
         // Helm's field manager alone (a namespace `helm install --create-namespace` made, which
         // is no release's object) is taken over only on objects the plan takes over.
         let marked = claimed_by_helm(&live.metadata)
-            || (helm_manages(&live.metadata) && taken.contains(&apply::member_id(o)));
+            || (helm_manages(&live.metadata) && taken.contains(&applyset::member_id(o)));
         if !marked {
             continue;
         }
@@ -657,7 +697,7 @@ fn strip_patch(meta: &ObjectMeta) -> serde_json::Value {
     let mut managed: Vec<ManagedFieldsEntry> =
         entries.iter().filter(|m| !is_helm(m)).cloned().collect();
     let ours = managed.iter_mut().find(|m| {
-        m.manager.as_deref() == Some(apply::FIELD_MANAGER)
+        m.manager.as_deref() == Some(applyset::FIELD_MANAGER)
             && m.operation.as_deref() == Some("Apply")
     });
     if let Some(ours) = ours {

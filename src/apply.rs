@@ -1,37 +1,24 @@
-//! Server-side apply of rendered objects (field manager `gridos-setup`), ApplySet membership and pruning.
+//! Server-side apply of rendered objects (field manager `gridos-setup`), discovery, and pruning of stale ApplySet members.
 //!
-//! Membership follows KEP-3659 so kubectl sees the set too: a parent ConfigMap labelled
-//! `applyset.kubernetes.io/id`, members labelled `applyset.kubernetes.io/part-of`. The parent also
-//! records the member list, so a no-op run needs no list requests to know what to prune, and it is
-//! widened before the first write so an interrupted run never loses track of what it created.
+//! The ApplySet record itself (members, the parent's writes) is [`crate::applyset`]'s.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
+use crate::applyset::{
+    ApplySetRecord, FIELD_MANAGER, PARENT_NAME, PARENT_NAMESPACE, Stale, is_member, member_id,
+};
 use crate::interrupt::{Interrupt, Interrupted};
 use crate::render::Object;
 use crate::retry::with_retry;
 
-pub const FIELD_MANAGER: &str = "gridos-setup";
-pub const PARENT_NAME: &str = "gridos-setup";
-pub const PARENT_NAMESPACE: &str = "kube-system";
-pub const PART_OF: &str = "applyset.kubernetes.io/part-of";
-const ID_LABEL: &str = "applyset.kubernetes.io/id";
-const TOOLING: &str = "applyset.kubernetes.io/tooling";
-const GROUP_KINDS: &str = "applyset.kubernetes.io/contains-group-kinds";
-const NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
-const MEMBERS_KEY: &str = "members";
-const CREATED_NAMESPACES_KEY: &str = "created-namespaces";
-const INGRESS_INTERNAL_KEY: &str = "ingress-internal";
 /// Objects applied at once within a wave: enough to hide latency, few enough not to be throttled.
 const CONCURRENCY: usize = 8;
 /// Fields another controller owns by design; when they are the only conflict, gridos-setup lets go of them.
@@ -116,6 +103,13 @@ impl Outcome {
     }
 }
 
+/// One object's result, as the summary lists it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ObjectResult {
+    pub id: String,
+    pub result: Outcome,
+}
+
 /// The cluster's API resources; refreshed after CRDs become Established.
 pub struct Resolver {
     discovery: Discovery,
@@ -123,8 +117,8 @@ pub struct Resolver {
 
 impl Resolver {
     /// Aggregated discovery (two requests) where the server has it, the classic walk otherwise.
-    pub async fn new(client: &Client) -> Result<Self, ApplyError> {
-        let discovery = with_retry("discovery", || async {
+    pub async fn new(client: &Client, deadline: Option<Instant>) -> Result<Self, ApplyError> {
+        let discovery = with_retry("discovery", deadline, || async {
             match Discovery::new(client.clone()).run_aggregated().await {
                 Ok(d) => Ok(d),
                 Err(e) if crate::retry::is_transient(&e) => Err(e),
@@ -166,10 +160,32 @@ impl Resolver {
 
     fn api(&self, client: &Client, obj: &Object) -> Result<Api<DynamicObject>, ApplyError> {
         let (ar, caps) = self.resolve(obj)?;
-        Ok(match (caps.scope, obj.namespace()) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
-            _ => Api::all_with(client.clone(), &ar),
-        })
+        Ok(scoped(client, &ar, &caps, obj.namespace()))
+    }
+
+    /// The API of a kind for an object in `namespace` (ignored for cluster-scoped kinds), if served.
+    pub fn api_for(
+        &self,
+        client: &Client,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Option<Api<DynamicObject>> {
+        let (ar, caps) = self.resolve_gvk(api_version, kind)?;
+        Some(scoped(client, &ar, &caps, namespace))
+    }
+}
+
+/// A namespaced kind's API in `namespace`, or the cluster-wide one.
+pub fn scoped(
+    client: &Client,
+    ar: &ApiResource,
+    caps: &ApiCapabilities,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    match (&caps.scope, namespace) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, ar),
+        _ => Api::all_with(client.clone(), ar),
     }
 }
 
@@ -178,37 +194,8 @@ impl Resolver {
 pub struct ApplyOptions {
     pub dry_run: bool,
     pub force: bool,
-}
-
-/// `Kind.group` as ApplySet annotations name a kind (`Namespace`, `Deployment.apps`).
-pub fn group_kind(obj: &Object) -> String {
-    match obj.api_version().split_once('/') {
-        Some((group, _)) => format!("{}.{group}", obj.kind()),
-        None => obj.kind().to_string(),
-    }
-}
-
-/// The ApplySet id of the parent, as KEP-3659 derives it from name, namespace, kind and group.
-pub fn applyset_id() -> String {
-    let digest = Sha256::digest(format!("{PARENT_NAME}.{PARENT_NAMESPACE}.ConfigMap.").as_bytes());
-    format!(
-        "applyset-{}-v1",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
-    )
-}
-
-/// The object as it is applied: the rendered data plus the ApplySet membership label.
-pub fn with_membership(obj: &Object) -> Object {
-    let mut o = obj.clone();
-    if let Some(meta) = o.data.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        let labels = meta
-            .entry("labels")
-            .or_insert_with(|| serde_json::json!({}));
-        if let Some(l) = labels.as_object_mut() {
-            l.insert(PART_OF.into(), applyset_id().into());
-        }
-    }
-    o
+    /// The run's deadline: no retry starts after it.
+    pub deadline: Option<Instant>,
 }
 
 /// (manager, field) pairs from the apiserver's conflict message, in either of its two forms:
@@ -290,7 +277,10 @@ pub async fn apply_one(
     let mut data = obj.data.clone();
     loop {
         let patch = Patch::Apply(&data);
-        let applied = with_retry(&obj.id(), || api.patch(obj.name(), &params, &patch)).await;
+        let applied = with_retry(&obj.id(), opts.deadline, || {
+            api.patch(obj.name(), &params, &patch)
+        })
+        .await;
         match applied {
             Ok(o) => return Ok(o),
             Err(kube::Error::Api(s)) if s.code == 409 && !params.force => {
@@ -332,19 +322,9 @@ pub async fn apply_one(
 }
 
 /// Applies objects concurrently (bounded), keeping the input order in the result; `members` are
-/// the ids (see [`member_id`]) gridos-setup already owns.
-pub async fn apply_many(
-    client: &Client,
-    resolver: &Resolver,
-    objects: &[Object],
-    opts: ApplyOptions,
-    members: &BTreeSet<String>,
-) -> Result<Vec<DynamicObject>, ApplyError> {
-    apply_many_until(client, resolver, objects, opts, members, &Interrupt::new()).await
-}
-
-/// [`apply_many`] that starts no further write once `interrupt` is requested; writes already
-/// started finish, and their results are lost to the caller but not to the cluster.
+/// the ids (see [`member_id`]) gridos-setup already owns. No further write starts once `interrupt`
+/// is requested; writes already started finish, and their results are lost to the caller but not
+/// to the cluster.
 pub async fn apply_many_until(
     client: &Client,
     resolver: &Resolver,
@@ -360,189 +340,6 @@ pub async fn apply_many_until(
     .buffered(CONCURRENCY)
     .try_collect()
     .await
-}
-
-/// The ApplySet parent's record of the previous run: members and where they live.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ApplySetRecord {
-    /// Object ids (`Kind/ns/name` with the apiVersion's group) of the members.
-    pub members: BTreeSet<String>,
-    pub group_kinds: BTreeSet<String>,
-    pub namespaces: BTreeSet<String>,
-    /// Namespaces gridos-setup created (not merely adopted): only these may uninstall delete.
-    pub created_namespaces: BTreeSet<String>,
-    /// Whether the controller Service the last finished run applied was internal; `None` when not
-    /// known. While it matches this run's, the Service cannot be switching between public and
-    /// internal, and a re-run need not read it first.
-    pub ingress_internal: Option<bool>,
-    /// The cluster's revision when the record was read: objects at or below it were not written since.
-    pub revision: Option<u64>,
-    pub exists: bool,
-}
-
-/// A member's id in the parent's list: api version, kind, namespace and name.
-pub fn member_id(obj: &Object) -> String {
-    format!(
-        "{} {} {} {}",
-        obj.api_version(),
-        obj.kind(),
-        obj.namespace().unwrap_or("-"),
-        obj.name()
-    )
-}
-
-/// Reads a member id of the parent's list back (see [`member_id`]).
-pub fn parse_member(line: &str) -> Option<Stale> {
-    let mut it = line.split(' ');
-    let (av, kind, ns, name) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    Some(Stale {
-        api_version: av.into(),
-        kind: kind.into(),
-        namespace: (ns != "-").then(|| ns.to_string()),
-        name: name.into(),
-    })
-}
-
-/// The member id of a namespace, as [`member_id`] writes it.
-pub fn namespace_member_id(name: &str) -> String {
-    format!("v1 Namespace - {name}")
-}
-
-/// Reads the parent with one list request, which also yields the cluster's current revision.
-pub async fn read_record(client: &Client) -> Result<ApplySetRecord, ApplyError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
-    let lp = ListParams::default().fields(&format!("metadata.name={PARENT_NAME}"));
-    let list = with_retry("reading the ApplySet parent", || api.list(&lp))
-        .await
-        .map_err(ApplyError::Parent)?;
-    let revision = list
-        .metadata
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok());
-    let Some(cm) = list.items.into_iter().next() else {
-        return Ok(ApplySetRecord {
-            revision,
-            ..Default::default()
-        });
-    };
-    let ann = cm.metadata.annotations.unwrap_or_default();
-    let split = |k: &str| -> BTreeSet<String> {
-        ann.get(k)
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let data = cm.data.unwrap_or_default();
-    let lines = |k: &str| -> BTreeSet<String> {
-        data.get(k)
-            .map(|m| {
-                m.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Ok(ApplySetRecord {
-        members: lines(MEMBERS_KEY),
-        created_namespaces: lines(CREATED_NAMESPACES_KEY),
-        group_kinds: split(GROUP_KINDS),
-        namespaces: split(NAMESPACES),
-        ingress_internal: data.get(INGRESS_INTERNAL_KEY).and_then(|v| v.parse().ok()),
-        revision,
-        exists: true,
-    })
-}
-
-/// The record for a set of objects.
-pub fn record_for(objects: &[Object]) -> ApplySetRecord {
-    ApplySetRecord {
-        members: objects.iter().map(member_id).collect(),
-        group_kinds: objects.iter().map(group_kind).collect(),
-        namespaces: objects
-            .iter()
-            .filter_map(|o| o.namespace())
-            .map(String::from)
-            .filter(|n| n != PARENT_NAMESPACE)
-            .collect(),
-        created_namespaces: BTreeSet::new(),
-        ingress_internal: None,
-        revision: None,
-        exists: true,
-    }
-}
-
-/// Writes the parent when its record differs from `want` (a no-op run writes nothing).
-pub async fn write_record(
-    client: &Client,
-    have: &ApplySetRecord,
-    want: &ApplySetRecord,
-    dry_run: bool,
-) -> Result<bool, ApplyError> {
-    if have.exists
-        && have.members == want.members
-        && have.group_kinds == want.group_kinds
-        && have.namespaces == want.namespaces
-        && have.created_namespaces == want.created_namespaces
-        && have.ingress_internal == want.ingress_internal
-    {
-        return Ok(false);
-    }
-    let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(",");
-    let mut parent = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": PARENT_NAME,
-            "namespace": PARENT_NAMESPACE,
-            "labels": { ID_LABEL: applyset_id(), "app.kubernetes.io/managed-by": "gridos-setup" },
-            "annotations": {
-                TOOLING: format!("gridos-setup/{}", env!("CARGO_PKG_VERSION")),
-                GROUP_KINDS: join(&want.group_kinds),
-                NAMESPACES: join(&want.namespaces),
-            },
-        },
-        "data": {
-            MEMBERS_KEY: want.members.iter().cloned().collect::<Vec<_>>().join("\n"),
-            CREATED_NAMESPACES_KEY: want.created_namespaces.iter().cloned().collect::<Vec<_>>().join("\n"),
-        },
-    });
-    if let Some(internal) = want.ingress_internal {
-        parent["data"][INGRESS_INTERNAL_KEY] = internal.to_string().into();
-    }
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
-    let mut params = PatchParams::apply(FIELD_MANAGER).force();
-    params.dry_run = dry_run;
-    let patch = Patch::Apply(&parent);
-    with_retry("writing the ApplySet parent", || {
-        api.patch(PARENT_NAME, &params, &patch)
-    })
-    .await
-    .map_err(ApplyError::Parent)?;
-    Ok(true)
-}
-
-/// The union of two records: what the parent holds while a run is under way.
-pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
-    ApplySetRecord {
-        members: a.members.union(&b.members).cloned().collect(),
-        group_kinds: a.group_kinds.union(&b.group_kinds).cloned().collect(),
-        namespaces: a.namespaces.union(&b.namespaces).cloned().collect(),
-        created_namespaces: a
-            .created_namespaces
-            .union(&b.created_namespaces)
-            .cloned()
-            .collect(),
-        // Until a run finishes, the Service may still be as the earlier run left it.
-        ingress_internal: a.ingress_internal,
-        revision: None,
-        exists: true,
-    }
 }
 
 /// How an applied object compares with before the run. Objects at or below the run's start revision
@@ -583,78 +380,37 @@ pub fn outcome(before: &ApplySetRecord, obj: &Object, applied: &DynamicObject) -
     }
 }
 
-/// A recorded member, as the parent lists it: one no longer rendered is pruned.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Stale {
-    pub api_version: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl Stale {
-    pub fn id(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{}/{}/{}", self.kind, ns, self.name),
-            None => format!("{}/{}", self.kind, self.name),
-        }
-    }
-}
-
-/// Members recorded before that the current render no longer has.
-pub fn stale(before: &ApplySetRecord, now: &ApplySetRecord) -> Vec<Stale> {
-    before
-        .members
-        .difference(&now.members)
-        .filter_map(|m| parse_member(m))
-        .collect()
-}
-
 /// Deletes a stale member, but only if it still carries this set's label: a same-named object
 /// someone else created since is never touched. Returns whether something was deleted.
 pub async fn prune_one(
     client: &Client,
     resolver: &Resolver,
     s: &Stale,
-    dry_run: bool,
+    opts: ApplyOptions,
 ) -> Result<bool, ApplyError> {
-    let Some((ar, caps)) = resolver.resolve_gvk(&s.api_version, &s.kind) else {
+    let Some(api) = resolver.api_for(client, &s.api_version, &s.kind, s.namespace.as_deref())
+    else {
         return Ok(false);
     };
-    let api: Api<DynamicObject> = match (caps.scope, &s.namespace) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
-        _ => Api::all_with(client.clone(), &ar),
-    };
-    let live = match with_retry(&s.id(), || api.get_opt(&s.name)).await {
+    let live = match with_retry(&s.id(), opts.deadline, || api.get_opt(&s.name)).await {
         Ok(Some(o)) => o,
         Ok(None) => return Ok(false),
         Err(source) => return Err(ApplyError::Api { id: s.id(), source }),
     };
-    let ours = live
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(PART_OF))
-        .is_some_and(|v| *v == applyset_id());
-    if !ours {
+    if !is_member(live.metadata.labels.as_ref()) {
         return Ok(false);
     }
     let mut dp = DeleteParams::background();
-    dp.dry_run = dry_run;
+    dp.dry_run = opts.dry_run;
     dp.preconditions = Some(Preconditions {
         uid: live.metadata.uid.clone(),
         resource_version: None,
     });
-    match with_retry(&s.id(), || api.delete(&s.name, &dp)).await {
+    match with_retry(&s.id(), opts.deadline, || api.delete(&s.name, &dp)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
         Err(source) => Err(ApplyError::Api { id: s.id(), source }),
     }
-}
-
-/// Labels of an object as a map, for callers that check membership.
-pub fn labels_of(o: &DynamicObject) -> BTreeMap<String, String> {
-    o.metadata.labels.clone().unwrap_or_default()
 }
 
 /// Applies a stream of independent deletions with the same bound as applies.
@@ -662,10 +418,10 @@ pub async fn prune_all(
     client: &Client,
     resolver: &Resolver,
     items: &[Stale],
-    dry_run: bool,
+    opts: ApplyOptions,
 ) -> Result<Vec<(Stale, bool)>, ApplyError> {
     futures::stream::iter(items.iter().map(|s| async move {
-        prune_one(client, resolver, s, dry_run)
+        prune_one(client, resolver, s, opts)
             .await
             .map(|d| (s.clone(), d))
     }))
@@ -677,58 +433,7 @@ pub async fn prune_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn obj(v: serde_json::Value) -> Object {
-        Object {
-            template: "t".into(),
-            data: v,
-        }
-    }
-
-    #[test]
-    fn applyset_id_has_the_kep_shape() {
-        let id = applyset_id();
-        assert!(id.starts_with("applyset-") && id.ends_with("-v1"));
-        assert_eq!(id.len(), "applyset-".len() + 43 + "-v1".len());
-    }
-
-    #[test]
-    fn group_kinds_name_core_kinds_bare() {
-        let ns = obj(
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}),
-        );
-        let d = obj(
-            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "b"}}),
-        );
-        assert_eq!(group_kind(&ns), "Namespace");
-        assert_eq!(group_kind(&d), "Deployment.apps");
-        assert_eq!(member_id(&d), "apps/v1 Deployment b a");
-        assert_eq!(
-            parse_member(&member_id(&ns)),
-            Some(Stale {
-                api_version: "v1".into(),
-                kind: "Namespace".into(),
-                namespace: None,
-                name: "a".into()
-            })
-        );
-        assert_eq!(member_id(&ns), namespace_member_id("a"));
-    }
-
-    #[test]
-    fn stale_members_are_the_difference() {
-        let a = obj(
-            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}}),
-        );
-        let b = obj(
-            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "x"}}),
-        );
-        let before = record_for(&[a.clone(), b]);
-        let now = record_for(&[a]);
-        let s = stale(&before, &now);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].id(), "ConfigMap/x/b");
-    }
+    use crate::applyset::tests::obj;
 
     #[test]
     fn conflicts_are_parsed_from_the_apiserver_message() {
@@ -769,20 +474,6 @@ mod tests {
     }
 
     #[test]
-    fn a_union_keeps_the_earlier_runs_ingress_until_the_run_finishes() {
-        let before = ApplySetRecord {
-            ingress_internal: Some(false),
-            ..Default::default()
-        };
-        let now = ApplySetRecord {
-            ingress_internal: Some(true),
-            ..Default::default()
-        };
-        assert_eq!(union(&before, &now).ingress_internal, Some(false));
-        assert_eq!(union(&now, &before).ingress_internal, Some(true));
-    }
-
-    #[test]
     fn outcomes_come_from_the_revision_and_the_apply_time() {
         let o = obj(
             serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "x"}}),
@@ -809,13 +500,5 @@ mod tests {
             outcome(&before, &o, &applied("101", t, "2026-11-26T10:05:00Z")),
             Outcome::Configured
         );
-    }
-
-    #[test]
-    fn membership_label_is_added() {
-        let o = with_membership(&obj(
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}),
-        ));
-        assert_eq!(o.data["metadata"]["labels"][PART_OF], applyset_id());
     }
 }

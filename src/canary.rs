@@ -14,7 +14,6 @@ use std::io::Write;
 use std::time::Duration;
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -24,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{self, ConnectRequest};
 use crate::error::{Error, exit};
-use crate::progress::OutputFormat;
+use crate::progress::{self, Event, OutputFormat, Reporter};
 
 /// The Canary install creates, and what `canary wait` watches without arguments.
 pub const DEFAULT_NAME: &str = "gridos";
@@ -331,25 +330,10 @@ impl Summary {
     }
 }
 
-/// `10m`, `1m30s`, `500ms`: durations as the user writes them in --timeout.
+/// `10m`, `1m30s`, `500ms`: durations as the user writes them in --timeout (humantime's units,
+/// without its spaces, so the text can be pasted back as the flag's value).
 pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    humantime::format_duration(d).to_string().replace(' ', "")
 }
 
 /// Why a wait could not give Flagger's verdict; each names the fix.
@@ -414,75 +398,6 @@ impl CanaryError {
                 "check that the cluster is reachable (`kubectl cluster-info`) and re-run".into()
             }
         }
-    }
-}
-
-/// Reports each change of phase, weight or failed checks while waiting.
-pub trait Progress: Send + Sync {
-    fn change(&self, canary: &str, s: &Snapshot);
-    /// Clears a line rewritten in place before the final output.
-    fn finish(&self) {}
-}
-
-/// The progress output for a format and whether stderr is a terminal.
-pub fn progress(format: OutputFormat, terminal: bool) -> Box<dyn Progress> {
-    match (format, terminal) {
-        (OutputFormat::Json, _) => Box::new(JsonLines),
-        (OutputFormat::Text, true) => Box::new(Line::new()),
-        (OutputFormat::Text, false) => Box::new(PlainLines),
-    }
-}
-
-/// Without a terminal: one line per change on stderr, for CI logs.
-pub struct PlainLines;
-
-impl Progress for PlainLines {
-    fn change(&self, canary: &str, s: &Snapshot) {
-        let _ = writeln!(std::io::stderr(), "canary {canary}: {}", s.describe());
-    }
-}
-
-/// `-o json`: one `{"event":"canary",...}` object per change on stdout.
-pub struct JsonLines;
-
-impl Progress for JsonLines {
-    fn change(&self, _canary: &str, s: &Snapshot) {
-        let line = serde_json::json!({
-            "event": "canary",
-            "phase": s.phase,
-            "weight": s.weight,
-            "failedChecks": s.failed_checks,
-        });
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-}
-
-/// On a terminal: one spinner line on stderr, rewritten in place.
-pub struct Line {
-    bar: ProgressBar,
-}
-
-impl Line {
-    fn new() -> Self {
-        let bar = ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        Line { bar }
-    }
-}
-
-impl Progress for Line {
-    fn change(&self, canary: &str, s: &Snapshot) {
-        self.bar
-            .set_message(format!("canary {canary}: {}", s.describe()));
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
     }
 }
 
@@ -697,15 +612,52 @@ fn verdict_predates(
     decided.is_some_and(|d| d < changed)
 }
 
+/// What one delivered state of the Canary means: reported if it changed, then a verdict, an
+/// error (being deleted), or nothing yet.
+fn judge(
+    obj: &DynamicObject,
+    tracker: &mut Tracker,
+    canary: &str,
+    req: &WaitRequest,
+    target_changed_at: Option<k8s_openapi::jiff::Timestamp>,
+    progress: &dyn Reporter,
+) -> Result<Option<Outcome>, CanaryError> {
+    let snap = Snapshot::of(obj);
+    if tracker.observe(&snap) {
+        progress.event(&Event::Canary {
+            canary: canary.to_string(),
+            description: snap.describe(),
+            phase: snap.phase.clone(),
+            weight: snap.weight,
+            failed_checks: snap.failed_checks,
+        });
+    }
+    if snap.stage() == Stage::Deleting {
+        return Err(CanaryError::Deleting {
+            canary: canary.to_string(),
+            phase: snap.phase.unwrap_or_default(),
+        });
+    }
+    let outcome = verdict(snap.stage(), req.allow_idle);
+    // A verdict older than the target's last change belongs to the previous rollout: right after
+    // `kubectl set image`, Flagger has not noticed the new revision yet.
+    if matches!(outcome, Some(Outcome::Succeeded | Outcome::Failed))
+        && verdict_predates(obj, target_changed_at)
+    {
+        return Ok(None);
+    }
+    Ok(outcome)
+}
+
 /// Watches the Canary until Flagger has decided or the deadline passes. Failed and timed-out
 /// waits come back as a [`Summary`] too (see [`Summary::error`]), so `-o json` can print one.
 pub async fn wait(
     client: &Client,
     req: &WaitRequest,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<Summary, CanaryError> {
     let started = Instant::now();
-    let deadline = started + req.timeout;
+    let deadline = crate::context::deadline_after(started, req.timeout);
     let canary = format!("{}/{}", req.namespace, req.name);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &req.namespace, &resource());
     let uid = first_read(&api, req).await?;
@@ -757,24 +709,14 @@ pub async fn wait(
             }
         };
         watch_error = None;
-        let snap = Snapshot::of(&obj);
-        if tracker.observe(&snap) {
-            progress.change(&canary, &snap);
-        }
-        if snap.stage() == Stage::Deleting {
-            return Err(CanaryError::Deleting {
-                canary,
-                phase: snap.phase.unwrap_or_default(),
-            });
-        }
-        if let Some(outcome) = verdict(snap.stage(), req.allow_idle) {
-            // A verdict older than the target's last change belongs to the previous rollout:
-            // right after `kubectl set image`, Flagger has not noticed the new revision yet.
-            if matches!(outcome, Outcome::Succeeded | Outcome::Failed)
-                && verdict_predates(&obj, target_changed_at)
-            {
-                continue;
-            }
+        if let Some(outcome) = judge(
+            &obj,
+            &mut tracker,
+            &canary,
+            req,
+            target_changed_at,
+            progress,
+        )? {
             break outcome;
         }
     };
@@ -795,7 +737,7 @@ pub async fn wait_and_report(
     terminal: bool,
 ) -> Result<i32, Error> {
     let cluster = cluster::connect(&req.connect).await?;
-    let progress = progress(format, terminal);
+    let progress = progress::reporter(format, terminal);
     let summary = wait(&cluster.client, req, progress.as_ref()).await;
     progress.finish();
     let summary = summary?;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use gridos_setup::apply::Outcome;
-use gridos_setup::cluster::ConnectRequest;
+use gridos_setup::cluster::{ConnectRequest, runnable};
 use gridos_setup::dns::DnsZone;
 use gridos_setup::error::{Error, InputError, exit};
 use gridos_setup::install::{self, InstallRequest, Summary};
 use gridos_setup::profile::{self, ProfileSource, ValuesRequest};
-use gridos_setup::progress::{self, OutputFormat};
-use gridos_setup::render;
+use gridos_setup::progress::{self, OutputFormat, Reporter};
+use gridos_setup::{prompt, render};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,8 +41,8 @@ pub struct Args {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ValuesArgs {
     /// Profile: nginx, appgw, frontdoor, or a path to your own profile file.
-    #[arg(long, env = "GRIDOS_PROFILE", value_name = "PROFILE")]
-    pub profile: Option<String>,
+    #[arg(long, env = "GRIDOS_PROFILE", value_name = "PROFILE", value_parser = parse_profile)]
+    pub profile: Option<ProfileSource>,
     /// The DNS name the app is served on, e.g. app.example.com.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
@@ -57,7 +57,7 @@ pub struct ValuesArgs {
 impl ValuesArgs {
     fn request(&self) -> ValuesRequest {
         ValuesRequest {
-            profile: self.profile.as_deref().map(ProfileSource::parse),
+            profile: self.profile.clone(),
             values_files: self.values.clone(),
             sets: self.set.clone(),
             host: self.host.clone(),
@@ -70,9 +70,9 @@ impl ValuesArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub values: ValuesArgs,
-    /// How long to wait for everything to be ready, e.g. 90s, 10m, 1h.
-    #[arg(long, default_value = "10m", value_name = "DURATION")]
-    pub timeout: String,
+    /// How long to wait for everything to be ready, e.g. 90s, 10m, 1h (1s to 24h).
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Duration,
     /// Take ownership of fields another tool (helm, kubectl, the AKS add-on) manages.
     #[arg(long)]
     pub force_conflicts: bool,
@@ -113,14 +113,14 @@ pub enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         no_wait: bool,
         /// The Azure DNS zone holding the host, as RESOURCE_GROUP/ZONE: fills in the `az` DNS commands.
-        #[arg(long, value_name = "RESOURCE_GROUP/ZONE")]
-        dns_zone: Option<String>,
+        #[arg(long, value_name = "RESOURCE_GROUP/ZONE", value_parser = parse_dns_zone)]
+        dns_zone: Option<DnsZone>,
         /// After the install, run the `az network dns` commands for the records whose value is known (needs --dns-zone and az).
         #[arg(long)]
         apply_dns: bool,
         /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
-        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION")]
-        lock_timeout: String,
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION", value_parser = parse_timeout)]
+        lock_timeout: Duration,
     },
     /// Show what install would create, change, leave unchanged or prune (server-side dry run).
     #[command(
@@ -155,12 +155,12 @@ pub enum Command {
         /// Also delete Flagger's CRDs, and with them every Canary, MetricTemplate and AlertProvider.
         #[arg(long)]
         purge_crds: bool,
-        /// How long to wait for everything to be gone.
-        #[arg(long, default_value = "5m", value_name = "DURATION")]
-        timeout: String,
+        /// How long to wait for everything to be gone (1s to 24h).
+        #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Duration,
         /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
-        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION")]
-        lock_timeout: String,
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION", value_parser = parse_timeout)]
+        lock_timeout: Duration,
     },
     /// Print the complete install for a profile as multi-document YAML, without touching a cluster.
     #[command(
@@ -206,8 +206,8 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         group: Vec<String>,
         /// Bind a ServiceAccount (repeatable), as NAMESPACE:NAME.
-        #[arg(long = "serviceaccount", value_name = "NAMESPACE:NAME")]
-        service_account: Vec<String>,
+        #[arg(long = "serviceaccount", value_name = "NAMESPACE:NAME", value_parser = parse_service_account)]
+        service_account: Vec<(String, String)>,
     },
     /// Print a shell completion script.
     #[command(
@@ -246,9 +246,9 @@ pub enum CanaryAction {
         /// The Canary's namespace.
         #[arg(short = 'n', long, default_value = gridos_setup::canary::DEFAULT_NAMESPACE)]
         namespace: String,
-        /// How long to wait for the verdict, e.g. 90s, 10m, 1h.
-        #[arg(long, default_value = "10m", value_name = "DURATION")]
-        timeout: String,
+        /// How long to wait for the verdict, e.g. 90s, 10m, 1h (1s to 24h).
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Duration,
         /// Exit 0 when no rollout is in progress (Initializing or Initialized) instead of waiting for one.
         #[arg(long)]
         allow_idle: bool,
@@ -269,41 +269,66 @@ fn write_stdout(text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `90s`, `10m`, `1h30m`, `500ms` (kubectl's --timeout form); a bare number is seconds.
-pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, InputError> {
-    let bad = || InputError::OutOfRange {
-        path: flag.into(),
-        value: format!("{text:?}"),
-        reason: "not a duration".into(),
-        fix: "write a duration such as 90s, 10m or 1h".into(),
+/// The shortest and longest `--timeout`: long enough for any rollout or canary analysis, short
+/// enough that no deadline arithmetic can overflow.
+pub const TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+const TIMEOUT_RANGE_TEXT: &str = "1s to 24h";
+
+/// A value parser's refusal as clap shows it after "invalid value ...": the problem, then the fix.
+fn refusal(e: InputError) -> String {
+    format!("{e}; {}", e.hint())
+}
+
+/// `90s`, `10m`, `1h30m`, `500ms` (humantime's units, as kubectl's --timeout); a bare number is
+/// seconds. Anything outside [`TIMEOUT_RANGE`] is refused with the range.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let (min, max) = TIMEOUT_RANGE;
+    let value = format!("{text:?}");
+    let bad = |reason: String| {
+        refusal(InputError::OutOfRange {
+            path: "--timeout".into(),
+            value: value.clone(),
+            reason,
+            fix: "write a duration such as 90s, 10m or 1h".into(),
+        })
     };
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        // "1h 30m" with a space would need quoting in a pipeline: only the joined form is documented.
+        Err(_) if text.contains(char::is_whitespace) || text.is_empty() => {
+            return Err(bad("not a duration".into()));
+        }
+        Err(_) => humantime::parse_duration(text),
+    };
+    let d = parsed.map_err(|e| bad(format!("not a duration ({e})")))?;
+    if d < min || d > max {
+        return Err(bad(format!(
+            "out of range: allowed from {TIMEOUT_RANGE_TEXT}"
+        )));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err(bad());
+    Ok(d)
+}
+
+fn parse_profile(text: &str) -> Result<ProfileSource, String> {
+    Ok(ProfileSource::parse(text))
+}
+
+fn parse_dns_zone(text: &str) -> Result<DnsZone, String> {
+    DnsZone::parse(text).map_err(refusal)
+}
+
+/// `NAMESPACE:NAME`, both non-empty.
+fn parse_service_account(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.into(), name.into())),
+        _ => Err(refusal(InputError::OutOfRange {
+            path: "--serviceaccount".into(),
+            value: format!("{text:?}"),
+            reason: "not NAMESPACE:NAME".into(),
+            fix: "write --serviceaccount NAMESPACE:NAME, e.g. --serviceaccount ci:deployer".into(),
+        })),
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        let after = &rest[digits..];
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        total += match &after[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(bad()),
-        };
-        rest = &after[unit_len..];
-    }
-    Ok(total)
 }
 
 fn connect_request(args: &Args) -> ConnectRequest {
@@ -313,28 +338,23 @@ fn connect_request(args: &Args) -> ConnectRequest {
     }
 }
 
-fn install_request(
-    args: &Args,
-    apply: &ApplyArgs,
-    dry_run: bool,
-    no_wait: bool,
-) -> Result<InstallRequest, Error> {
-    let values = apply.values.request();
-    if values.profile.is_none() {
-        let valid = profile::BUILTIN.iter().map(|s| s.to_string()).collect();
-        return Err(InputError::MissingProfile { valid }.into());
-    }
-    Ok(InstallRequest {
-        values,
+fn missing_profile() -> Error {
+    let valid = profile::BUILTIN.iter().map(|s| s.to_string()).collect();
+    InputError::MissingProfile { valid }.into()
+}
+
+fn install_request(args: &Args, apply: &ApplyArgs, dry_run: bool, no_wait: bool) -> InstallRequest {
+    InstallRequest {
+        values: apply.values.request(),
         connect: connect_request(args),
         dry_run,
         no_wait,
-        timeout: parse_duration("--timeout", &apply.timeout)?,
+        timeout: apply.timeout,
         force_conflicts: apply.force_conflicts,
         lock_wait: None,
         adopt_helm: apply.adopt_helm,
         keep_helm_history: apply.keep_helm_history,
-    })
+    }
 }
 
 fn format_of(o: Output) -> OutputFormat {
@@ -342,12 +362,6 @@ fn format_of(o: Output) -> OutputFormat {
         Output::Text => OutputFormat::Text,
         Output::Json => OutputFormat::Json,
     }
-}
-
-/// Whether a program is on PATH, as `which` would say.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// Prints the end of a run: the summary object with `-o json`, counts and the address as text;
@@ -363,7 +377,7 @@ fn print_summary(
         gridos_setup::guidance::guidance(&gridos_setup::guidance::GuidanceInput {
             values: &summary.values,
             address: summary.address.as_deref(),
-            az_available: on_path("az"),
+            az_available: runnable("az"),
             dns_zone: dns_zone.map(|z| (z.resource_group.as_str(), z.zone.as_str())),
         })
     });
@@ -405,11 +419,9 @@ fn print_summary(
                 summary.count(Outcome::Pruned),
                 summary.durations.total_ms as f64 / 1000.0
             ));
-            if let Some(a) = &summary.adoption {
-                for line in a.lines() {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
+            for line in summary.adoption.iter().flat_map(|a| a.lines()) {
+                text.push_str(&line);
+                text.push('\n');
             }
             if let Some(a) = &summary.address {
                 let scope = if summary.internal {
@@ -457,7 +469,7 @@ fn check_apply_dns(
             "drop --dry-run/--no-wait, or drop --apply-dns",
         );
     }
-    if !on_path("az") {
+    if !runnable("az") {
         return refuse(
             "needs the Azure CLI, and az is not on PATH",
             "install the Azure CLI and run `az login`, or drop --apply-dns",
@@ -504,14 +516,12 @@ fn apply_dns_records(
     gridos_setup::dns::run_commands(&commands, &mut |c| report(c, "done")).map_err(Error::from)
 }
 
-fn confirm(question: &str) -> bool {
-    eprint!("{question} [y/N] ");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+/// Whether questions can be asked: stdin and stderr are terminals.
+fn terminal() -> bool {
+    std::io::stderr().is_terminal() && std::io::stdin().is_terminal()
 }
 
 pub async fn run(args: Args) -> Result<i32, Error> {
-    let terminal = std::io::stderr().is_terminal() && std::io::stdin().is_terminal();
     match &args.command {
         Command::Install {
             apply,
@@ -522,270 +532,41 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             apply_dns,
             lock_timeout,
         } => {
-            let dns_zone = dns_zone.as_deref().map(DnsZone::parse).transpose()?;
-            let lock_wait = parse_duration("--lock-timeout", lock_timeout)?;
-            check_apply_dns(*apply_dns, dns_zone.as_ref(), *dry_run, *no_wait)?;
-            let mut req = match install_request(&args, apply, *dry_run, *no_wait) {
-                Err(Error::Input(InputError::MissingProfile { .. })) if terminal => {
-                    let mut values = apply.values.clone();
-                    values.profile = Some(gridos_setup::prompt::pick_profile()?);
-                    install_request(
-                        &args,
-                        &ApplyArgs {
-                            values,
-                            ..apply.clone()
-                        },
-                        *dry_run,
-                        *no_wait,
-                    )?
-                }
-                other => other?,
+            let flags = InstallFlags {
+                yes: *yes,
+                dry_run: *dry_run,
+                no_wait: *no_wait,
+                dns_zone: dns_zone.as_ref(),
+                apply_dns: *apply_dns,
+                lock_timeout: *lock_timeout,
             };
-            if !*yes && !*dry_run && !terminal {
-                return Err(InputError::NeedsYes.into());
-            }
-            req.lock_wait = Some(lock_wait);
-            // Values are checked before any question about the cluster, so a typo never waits for an answer.
-            let values = match profile::resolve(&req.values) {
-                Err(InputError::MissingHost) if terminal => {
-                    req.values.host = Some(gridos_setup::prompt::ask_host()?);
-                    profile::resolve(&req.values)?
-                }
-                other => other?,
-            };
-            if let Some(z) = &dns_zone {
-                z.check_host(&values.host)?;
-            }
-            if !*yes && !*dry_run {
-                eprintln!("Working out the plan (server-side dry run, nothing is written)...");
-                let plan_req = InstallRequest {
-                    dry_run: true,
-                    no_wait: true,
-                    ..req.clone()
-                };
-                let plan = match install::install(&plan_req, &progress::Recorder::default()).await {
-                    // Offered on a terminal: take the releases over instead of refusing.
-                    Err(Error::Adopt(
-                        e @ gridos_setup::adopt::AdoptError::HelmInstalled { .. },
-                    )) => {
-                        eprintln!("{e}");
-                        if !gridos_setup::prompt::confirm(
-                            "Take them over (--adopt-helm: the controller Service and its load-balancer address stay)?",
-                        )? {
-                            eprintln!("Nothing was changed.");
-                            return Ok(exit::FAILED);
-                        }
-                        req.adopt_helm = true;
-                        let plan_req = InstallRequest {
-                            adopt_helm: true,
-                            ..plan_req
-                        };
-                        install::install(&plan_req, &progress::Recorder::default()).await?
-                    }
-                    other => other?,
-                };
-                eprint!("{}", gridos_setup::prompt::plan_text(&plan));
-                let question = if plan.changed() {
-                    "Apply these changes and wait until everything is ready?"
-                } else {
-                    "Nothing would change; run the install anyway (waits for readiness and prints the guidance)?"
-                };
-                if !gridos_setup::prompt::confirm(question)? {
-                    eprintln!("Nothing was changed.");
-                    return Ok(exit::FAILED);
-                }
-            }
-            let format = format_of(apply.output);
-            let reporter = progress::reporter(format, terminal);
-            // The DNS records are written under the same run lock as the install.
-            let (summary, lock) =
-                install::install_locked(&req, reporter.as_ref(), &INTERRUPT).await;
-            reporter.finish();
-            let summary = match summary {
-                Ok(s) => s,
-                Err(e) => return Err(e),
-            };
-            let applied = match (&dns_zone, *apply_dns, summary.address.as_deref()) {
-                (Some(z), true, Some(address)) => apply_dns_records(&summary, z, address, format),
-                _ => Ok(()),
-            };
-            if let Some(l) = lock {
-                l.release().await;
-            }
-            print_summary(&summary, format, false, !summary.dry_run, dns_zone.as_ref())?;
-            applied?;
-            return Ok(exit::OK);
+            install_command(&args, apply, &flags).await
         }
         Command::Plan {
             apply,
             detailed_exitcode,
             show_objects,
-        } => {
-            let req = install_request(&args, apply, true, true)?;
-            let format = format_of(apply.output);
-            let reporter: Box<dyn progress::Reporter> = match format {
-                OutputFormat::Json => progress::reporter(format, false),
-                OutputFormat::Text => Box::new(progress::Recorder::default()),
-            };
-            let summary = install::install(&req, reporter.as_ref()).await?;
-            print_summary(&summary, format, *show_objects, false, None)?;
-            return Ok(if *detailed_exitcode && summary.changed() {
-                exit::CHANGES
-            } else {
-                exit::OK
-            });
-        }
-        Command::Status { output } => {
-            let report = gridos_setup::status::status(&connect_request(&args)).await?;
-            match output {
-                Output::Json => write_stdout(&format!(
-                    "{}\n",
-                    serde_json::to_string(&report).unwrap_or_default()
-                ))?,
-                Output::Text => write_stdout(&report.to_text())?,
-            }
-            return Ok(if report.healthy() {
-                exit::OK
-            } else {
-                exit::FAILED
-            });
-        }
+        } => plan_command(&args, apply, *detailed_exitcode, *show_objects).await,
+        Command::Status { output } => status_command(&args, *output).await,
         Command::Uninstall {
             yes,
             purge_crds,
             timeout,
             lock_timeout,
-        } => {
-            let timeout = parse_duration("--timeout", timeout)?;
-            let lock_wait = parse_duration("--lock-timeout", lock_timeout)?;
-            if !*yes {
-                if !terminal {
-                    return Err(InputError::NeedsYes.into());
-                }
-                let what = if *purge_crds {
-                    "Delete everything gridos-setup installed, including Flagger's CRDs and with them EVERY Canary, MetricTemplate and AlertProvider?"
-                } else {
-                    "Delete everything gridos-setup installed (Flagger's CRDs and Canaries stay)?"
-                };
-                if !confirm(what) {
-                    eprintln!("Nothing was changed.");
-                    return Ok(exit::FAILED);
-                }
-            }
-            let req = gridos_setup::uninstall::UninstallRequest {
-                connect: connect_request(&args),
-                purge_crds: *purge_crds,
-                timeout,
-                lock_wait: Some(lock_wait),
-            };
-            let summary = gridos_setup::uninstall::uninstall_with(&req, &INTERRUPT).await?;
-            let mut text = String::new();
-            if summary.nothing_installed {
-                text.push_str(
-                    "Nothing to uninstall: gridos-setup has not installed anything here.\n",
-                );
-            }
-            for id in &summary.deleted {
-                text.push_str(&format!("{id} deleted\n"));
-            }
-            for (id, why) in &summary.kept {
-                text.push_str(&format!("{id} kept: {why}\n"));
-            }
-            text.push_str(&format!(
-                "{} deleted, {} kept\n",
-                summary.deleted.len(),
-                summary.kept.len()
-            ));
-            write_stdout(&text)?;
-            return Ok(exit::OK);
-        }
-        Command::Render { values } => {
-            let req = values.request();
-            if req.profile.is_none() {
-                let valid = profile::BUILTIN.iter().map(|s| s.to_string()).collect();
-                return Err(InputError::MissingProfile { valid }.into());
-            }
-            let v = profile::resolve(&req)?;
-            let objects = render::render(&v, &render::RenderInputs::offline(&v))?;
-            write_stdout(&render::to_yaml(&objects)?)?;
-        }
+        } => uninstall_command(&args, *yes, *purge_crds, *timeout, *lock_timeout).await,
+        Command::Render { values } => render_command(values),
         Command::Check {
             pre,
             values,
             output,
-        } => {
-            let req = gridos_setup::preflight::CheckRequest {
-                connect: connect_request(&args),
-                values: values.request(),
-                pre: *pre,
-            };
-            let report = gridos_setup::preflight::check(&req).await?;
-            match output {
-                Output::Json => write_stdout(&report.to_json_lines())?,
-                Output::Text => write_stdout(&report.to_text())?,
-            }
-            return Ok(if report.failed() {
-                exit::FAILED
-            } else {
-                exit::OK
-            });
-        }
+        } => check_command(&args, *pre, values, *output).await,
         Command::Rbac {
             values,
             user,
             group,
             service_account,
-        } => {
-            let mut subjects = gridos_setup::rbac::Subjects {
-                users: user.clone(),
-                groups: group.clone(),
-                service_accounts: Vec::new(),
-            };
-            for sa in service_account {
-                match sa.split_once(':') {
-                    Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
-                        subjects.service_accounts.push((ns.into(), name.into()))
-                    }
-                    _ => {
-                        return Err(InputError::OutOfRange {
-                            path: "--serviceaccount".into(),
-                            value: format!("{sa:?}"),
-                            reason: "not NAMESPACE:NAME".into(),
-                            fix: "write --serviceaccount NAMESPACE:NAME, e.g. --serviceaccount ci:deployer".into(),
-                        }
-                        .into());
-                    }
-                }
-            }
-            let req = gridos_setup::preflight::defaulted(&values.request())?;
-            let v = profile::resolve(&req)?;
-            let rules = gridos_setup::preflight::rbac_rules(&v)?;
-            let objects: Vec<render::Object> = gridos_setup::rbac::objects(rules, &subjects)
-                .into_iter()
-                .map(|data| render::Object {
-                    template: "rbac".into(),
-                    data,
-                })
-                .collect();
-            let mut text = format!(
-                "# What `gridos-setup install --profile {}` (and its re-runs, status, check and uninstall) needs.\n",
-                v.name
-            );
-            if subjects.is_empty() {
-                text.push_str(
-                    "# Bind it with --user, --group or --serviceaccount NAMESPACE:NAME.\n",
-                );
-            }
-            let yaml = render::to_yaml(&objects)?;
-            text.push_str(&yaml.replace("# Source: manifests/rbac\n", ""));
-            write_stdout(&text)?;
-        }
-        Command::Completions { shell } => {
-            let mut cmd = <Args as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_complete::generate(*shell, &mut cmd, "gridos-setup", &mut out);
-            write_stdout(&String::from_utf8_lossy(&out))?;
-        }
+        } => rbac_command(values, user, group, service_account),
+        Command::Completions { shell } => completions_command(*shell),
         Command::Canary {
             action:
                 CanaryAction::Wait {
@@ -800,38 +581,350 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 connect: connect_request(&args),
                 namespace: namespace.clone(),
                 name: name.clone(),
-                timeout: parse_duration("--timeout", timeout)?,
+                timeout: *timeout,
                 allow_idle: *allow_idle,
             };
-            let terminal = std::io::stderr().is_terminal();
-            // Only reads: on SIGINT or SIGTERM the wait is dropped at once, nothing to finish.
-            return tokio::select! {
-                biased;
-                _ = INTERRUPT.cancelled() => Err(Error::Interrupted {
-                    done: "the canary wait stopped (it never writes, so nothing changed)".into(),
-                }),
-                r = gridos_setup::canary::wait_and_report(&req, format_of(*output), terminal) => r,
-            };
+            canary_wait_command(&req, *output).await
         }
-        Command::Profiles { action: None } => {
+        Command::Profiles { action } => profiles_command(action.as_ref()),
+    }
+}
+
+/// The install flags besides the shared ones.
+struct InstallFlags<'a> {
+    yes: bool,
+    dry_run: bool,
+    no_wait: bool,
+    dns_zone: Option<&'a DnsZone>,
+    apply_dns: bool,
+    lock_timeout: Duration,
+}
+
+/// `install`: questions for what is missing (on a terminal), one plan, then its diff (`--dry-run`),
+/// or its confirmation and execution.
+async fn install_command(
+    args: &Args,
+    apply: &ApplyArgs,
+    f: &InstallFlags<'_>,
+) -> Result<i32, Error> {
+    let terminal = terminal();
+    check_apply_dns(f.apply_dns, f.dns_zone, f.dry_run, f.no_wait)?;
+    let mut req = install_request(args, apply, f.dry_run, f.no_wait);
+    if req.values.profile.is_none() {
+        if !terminal {
+            return Err(missing_profile());
+        }
+        req.values.profile = Some(ProfileSource::Builtin(prompt::pick_profile()?));
+    }
+    if !f.yes && !f.dry_run && !terminal {
+        return Err(InputError::NeedsYes.into());
+    }
+    // Values are checked before any question about the cluster, so a typo never waits for an answer.
+    let values = match profile::resolve(&req.values) {
+        Err(InputError::MissingHost) if terminal => {
+            req.values.host = Some(prompt::ask_host()?);
+            profile::resolve(&req.values)?
+        }
+        other => other?,
+    };
+    if let Some(z) = f.dns_zone {
+        z.check_host(&values.host)?;
+    }
+    let format = format_of(apply.output);
+    let reporter = progress::reporter(format, terminal);
+    // With --yes the plan is made under the run lock; a confirmation is asked without holding
+    // it, and the confirmed install plans again under it (a person may take minutes to answer).
+    if f.yes {
+        req.lock_wait = Some(f.lock_timeout);
+    }
+    let first = INTERRUPT
+        .guard(install::plan_locked(
+            &req,
+            values.clone(),
+            reporter.as_ref(),
+            &INTERRUPT,
+        ))
+        .await
+        .map_err(|e| install::before_any_write(e, &INTERRUPT));
+    let mut plan = match first {
+        // On a terminal, the Helm releases' adoption is offered instead of refused.
+        Err(Error::Adopt(e @ gridos_setup::adopt::AdoptError::HelmInstalled { .. }))
+            if terminal && !f.yes && !f.dry_run =>
+        {
+            eprintln!("{e}");
+            if !prompt::confirm(
+                "Take them over (--adopt-helm: the controller Service and its load-balancer address stay)?",
+            )? {
+                eprintln!("Nothing was changed.");
+                return Ok(exit::FAILED);
+            }
+            req.adopt_helm = true;
+            INTERRUPT
+                .guard(install::plan_values(&req, values.clone()))
+                .await
+                .map_err(|e| install::before_any_write(e, &INTERRUPT))?
+        }
+        other => other?,
+    };
+    if f.dry_run {
+        let summary = install::preview(&plan, &req, reporter.as_ref()).await?;
+        print_summary(&summary, format, false, false, None)?;
+        return Ok(exit::OK);
+    }
+    if !f.yes {
+        if !confirm_plan(&plan, &req).await? {
+            eprintln!("Nothing was changed.");
+            return Ok(exit::FAILED);
+        }
+        // Under the lock, the plan is made again: what another run changed meanwhile is read.
+        req.lock_wait = Some(f.lock_timeout);
+        plan = INTERRUPT
+            .guard(install::plan_locked(
+                &req,
+                values,
+                reporter.as_ref(),
+                &INTERRUPT,
+            ))
+            .await
+            .map_err(|e| install::before_any_write(e, &INTERRUPT))?;
+    }
+    // The DNS records are written under the same lock as the install.
+    let lock = plan.lock.take();
+    let result =
+        install::execute_under(plan, &req, reporter.as_ref(), &INTERRUPT, lock.as_ref()).await;
+    let applied = match (&result, f.dns_zone, f.apply_dns) {
+        (Ok(summary), Some(z), true) => match summary.address.as_deref() {
+            Some(address) => apply_dns_records(summary, z, address, format),
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    };
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    let summary = result?;
+    print_summary(&summary, format, false, true, f.dns_zone)?;
+    applied?;
+    Ok(exit::OK)
+}
+
+/// Shows the plan's diff and asks whether to execute it; the default is No.
+async fn confirm_plan(
+    plan: &gridos_setup::plan::Plan,
+    req: &InstallRequest,
+) -> Result<bool, Error> {
+    eprintln!("Working out the plan (server-side dry run, nothing is written)...");
+    let diff = INTERRUPT
+        .guard(install::preview(plan, req, &progress::Recorder::default()))
+        .await
+        .map_err(|e| install::before_any_write(e, &INTERRUPT))?;
+    eprint!("{}", prompt::plan_text(&diff));
+    let question = if diff.changed() {
+        "Apply these changes and wait until everything is ready?"
+    } else {
+        "Nothing would change; run the install anyway (waits for readiness and prints the guidance)?"
+    };
+    Ok(prompt::confirm(question)?)
+}
+
+/// `plan`: the install's plan as a diff; `--detailed-exitcode` says whether anything would change.
+async fn plan_command(
+    args: &Args,
+    apply: &ApplyArgs,
+    detailed_exitcode: bool,
+    show_objects: bool,
+) -> Result<i32, Error> {
+    let req = install_request(args, apply, true, true);
+    if req.values.profile.is_none() {
+        return Err(missing_profile());
+    }
+    let format = format_of(apply.output);
+    let reporter: Box<dyn Reporter> = match format {
+        OutputFormat::Json => progress::reporter(format, false),
+        OutputFormat::Text => Box::new(progress::Recorder::default()),
+    };
+    let summary = install::install_with(&req, reporter.as_ref(), &INTERRUPT).await?;
+    print_summary(&summary, format, show_objects, false, None)?;
+    Ok(if detailed_exitcode && summary.changed() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+async fn status_command(args: &Args, output: Output) -> Result<i32, Error> {
+    let report = gridos_setup::status::status(&connect_request(args)).await?;
+    match output {
+        Output::Json => write_stdout(&format!(
+            "{}\n",
+            serde_json::to_string(&report).unwrap_or_default()
+        ))?,
+        Output::Text => write_stdout(&report.to_text())?,
+    }
+    Ok(if report.healthy() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+async fn uninstall_command(
+    args: &Args,
+    yes: bool,
+    purge_crds: bool,
+    timeout: Duration,
+    lock_timeout: Duration,
+) -> Result<i32, Error> {
+    if !yes {
+        if !terminal() {
+            return Err(InputError::NeedsYes.into());
+        }
+        let what = if purge_crds {
+            "Delete everything gridos-setup installed, including Flagger's CRDs and with them EVERY Canary, MetricTemplate and AlertProvider?"
+        } else {
+            "Delete everything gridos-setup installed (Flagger's CRDs and Canaries stay)?"
+        };
+        if !prompt::confirm(what)? {
+            eprintln!("Nothing was changed.");
+            return Ok(exit::FAILED);
+        }
+    }
+    let req = gridos_setup::uninstall::UninstallRequest {
+        connect: connect_request(args),
+        purge_crds,
+        timeout,
+        lock_wait: Some(lock_timeout),
+    };
+    let summary = gridos_setup::uninstall::uninstall_with(&req, &INTERRUPT).await?;
+    let mut text = String::new();
+    if summary.nothing_installed {
+        text.push_str("Nothing to uninstall: gridos-setup has not installed anything here.\n");
+    }
+    for id in &summary.deleted {
+        text.push_str(&format!("{id} deleted\n"));
+    }
+    for (id, why) in &summary.kept {
+        text.push_str(&format!("{id} kept: {why}\n"));
+    }
+    text.push_str(&format!(
+        "{} deleted, {} kept\n",
+        summary.deleted.len(),
+        summary.kept.len()
+    ));
+    write_stdout(&text)?;
+    Ok(exit::OK)
+}
+
+fn render_command(values: &ValuesArgs) -> Result<i32, Error> {
+    let req = values.request();
+    if req.profile.is_none() {
+        return Err(missing_profile());
+    }
+    let v = profile::resolve(&req)?;
+    let objects = render::render(&v, &render::RenderInputs::offline(&v))?;
+    write_stdout(&render::to_yaml(&objects)?)?;
+    Ok(exit::OK)
+}
+
+async fn check_command(
+    args: &Args,
+    pre: bool,
+    values: &ValuesArgs,
+    output: Output,
+) -> Result<i32, Error> {
+    let req = gridos_setup::preflight::CheckRequest {
+        connect: connect_request(args),
+        values: values.request(),
+        pre,
+    };
+    let report = gridos_setup::preflight::check(&req).await?;
+    match output {
+        Output::Json => write_stdout(&report.to_json_lines())?,
+        Output::Text => write_stdout(&report.to_text())?,
+    }
+    Ok(if report.failed() {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+fn rbac_command(
+    values: &ValuesArgs,
+    users: &[String],
+    groups: &[String],
+    service_accounts: &[(String, String)],
+) -> Result<i32, Error> {
+    let subjects = gridos_setup::rbac::Subjects {
+        users: users.to_vec(),
+        groups: groups.to_vec(),
+        service_accounts: service_accounts.to_vec(),
+    };
+    let req = gridos_setup::preflight::defaulted(&values.request())?;
+    let v = profile::resolve(&req)?;
+    let rules = gridos_setup::permissions::installer_rules(&v)?;
+    let objects: Vec<render::Object> = gridos_setup::rbac::objects(rules, &subjects)
+        .into_iter()
+        .map(|data| render::Object {
+            template: "rbac".into(),
+            data,
+        })
+        .collect();
+    let mut text = format!(
+        "# What `gridos-setup install --profile {}` (and its re-runs, status, check and uninstall) needs.\n",
+        v.name
+    );
+    if subjects.is_empty() {
+        text.push_str("# Bind it with --user, --group or --serviceaccount NAMESPACE:NAME.\n");
+    }
+    let yaml = render::to_yaml(&objects)?;
+    text.push_str(&yaml.replace("# Source: manifests/rbac\n", ""));
+    write_stdout(&text)?;
+    Ok(exit::OK)
+}
+
+fn completions_command(shell: clap_complete::Shell) -> Result<i32, Error> {
+    let mut cmd = <Args as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "gridos-setup", &mut out);
+    write_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(exit::OK)
+}
+
+async fn canary_wait_command(
+    req: &gridos_setup::canary::WaitRequest,
+    output: Output,
+) -> Result<i32, Error> {
+    let terminal = std::io::stderr().is_terminal();
+    // Only reads: on SIGINT or SIGTERM the wait is dropped at once, nothing to finish.
+    tokio::select! {
+        biased;
+        _ = INTERRUPT.cancelled() => Err(Error::Interrupted {
+            done: "the canary wait stopped (it never writes, so nothing changed)".into(),
+        }),
+        r = gridos_setup::canary::wait_and_report(req, format_of(output), terminal) => r,
+    }
+}
+
+fn profiles_command(action: Option<&ProfilesAction>) -> Result<i32, Error> {
+    let text = match action {
+        None => {
             let mut text = String::new();
             for name in profile::BUILTIN {
                 let v = profile::builtin(name)?;
                 text.push_str(&format!("{:<10} {}\n", name, v.description));
             }
-            write_stdout(&text)?;
+            text
         }
-        Command::Profiles {
-            action: Some(ProfilesAction::Show { profile: p }),
-        } => {
+        Some(ProfilesAction::Show { profile: p }) => {
             let v = profile::builtin(p)?;
-            let text = render::to_yaml_value(&v).map_err(|e| Error::Template {
+            render::to_yaml_value(&v).map_err(|e| Error::Template {
                 template: p.clone(),
                 reason: e.to_string(),
-            })?;
-            write_stdout(&text)?;
+            })?
         }
-    }
+    };
+    write_stdout(&text)?;
     Ok(exit::OK)
 }
 
@@ -874,4 +967,96 @@ fn usage_error_line(rendered: &str) -> String {
     }
     text.push_str("see `gridos-setup help` or the command's --help for its flags");
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_take_humantime_units_and_bare_seconds() {
+        assert_eq!(parse_timeout("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_timeout("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_timeout("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_timeout("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("24h"), Ok(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn any_number_is_refused_with_the_range_not_a_panic() {
+        for text in [
+            "18446744073709551615",
+            "18446744073709551615m",
+            "99999999999999999999999h",
+            "5d",
+            "0",
+            "500ms",
+        ] {
+            let e = parse_timeout(text).expect_err(text);
+            assert!(e.contains("--timeout"), "{text}: {e}");
+            assert!(e.contains(&format!("{text:?}")), "{text}: {e}");
+            assert!(
+                e.contains("from 1s to 24h") || e.contains("not a duration"),
+                "{text}: {e}"
+            );
+        }
+        let e = parse_timeout("18446744073709551615").unwrap_err();
+        assert!(e.contains("allowed from 1s to 24h"), "{e}");
+        assert!(parse_timeout("86401").is_err() && parse_timeout("1s").is_ok());
+        for text in ["ten minutes", "", "10x", "m"] {
+            let e = parse_timeout(text).expect_err(text);
+            assert!(
+                e.contains("not a duration") && e.contains("10m"),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn usage_errors_become_one_line_with_the_tip_and_where_to_look() {
+        let clap_text = "error: unexpected argument '--yes' found\n\n  tip: to pass '--yes' as a value, use '-- --yes'\n\nUsage: gridos-setup plan [OPTIONS]\n\nFor more information, try '--help'.\n";
+        let line = usage_error_line(clap_text);
+        assert_eq!(
+            line,
+            "error: unexpected argument '--yes' found; to pass '--yes' as a value, use '-- --yes'; see `gridos-setup help` or the command's --help for its flags"
+        );
+        let conflict =
+            "error: the argument '--dry-run' cannot be used with '--no-wait'\n\nUsage: x\n";
+        assert!(usage_error_line(conflict).contains("pass only one of them"));
+    }
+
+    #[test]
+    fn every_command_line_refusal_is_exit_2_material() {
+        for args in [
+            vec![
+                "gridos-setup",
+                "install",
+                "--timeout",
+                "18446744073709551615",
+            ],
+            vec!["gridos-setup", "rbac", "--serviceaccount", "deployer"],
+            vec!["gridos-setup", "install", "--dns-zone", "example.com"],
+            vec!["gridos-setup", "install", "--dry-run", "--no-wait"],
+        ] {
+            let e = Args::try_parse_from(&args).expect_err("refused");
+            let line = usage_error_line(&e.render().to_string());
+            assert_eq!(line.lines().count(), 1, "{args:?}: {line}");
+            assert!(line.starts_with("error: "), "{line}");
+        }
+    }
+
+    #[test]
+    fn service_accounts_are_namespace_and_name() {
+        assert_eq!(
+            parse_service_account("ci:deployer"),
+            Ok(("ci".into(), "deployer".into()))
+        );
+        for bad in ["deployer", ":x", "x:"] {
+            assert!(
+                parse_service_account(bad)
+                    .unwrap_err()
+                    .contains("NAMESPACE:NAME")
+            );
+        }
+    }
 }

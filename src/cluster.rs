@@ -76,14 +76,6 @@ impl ConnectError {
         )
     }
 
-    /// Failures a retry may cure (the server restarting, a network blip); used by callers that retry.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            ConnectError::Unreachable { .. } | ConnectError::NoAnswer { .. }
-        )
-    }
-
     pub fn hint(&self) -> String {
         match self {
             ConnectError::NoKubeconfig { .. } => {
@@ -224,13 +216,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the first request may take in all: the connect timeout plus the server's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Whether `program` can be run: a path that is a file, or a bare name found on PATH.
-fn runnable(program: &str) -> bool {
-    if program.contains(std::path::MAIN_SEPARATOR) {
-        return std::path::Path::new(program).is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+/// Whether `program` can be run: a path to an executable file, or a bare name found on PATH as
+/// one (as the shell and `which` find it; a file without the executable bit does not count).
+pub fn runnable(program: &str) -> bool {
+    which::which(program).is_ok()
 }
 
 /// Refusals that need no network: a cluster entry that turns TLS verification off, a credential
@@ -616,12 +605,12 @@ mod tests {
             server: "https://x".into(),
             reason: "connection refused".into(),
         };
-        assert!(!unreachable.is_input() && unreachable.is_transient());
+        assert!(!unreachable.is_input());
         let tls = ConnectError::Tls {
             server: "https://x".into(),
             reason: "UnknownIssuer".into(),
         };
-        assert!(tls.is_input() && !tls.is_transient());
+        assert!(tls.is_input());
         let skip = ConnectError::InsecureSkipTls {
             cluster: "aks".into(),
         };

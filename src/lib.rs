@@ -6,21 +6,27 @@
 
 pub mod adopt;
 pub mod apply;
+pub mod applyset;
 pub mod canary;
 pub mod certs;
 pub mod cluster;
+pub mod context;
 pub mod dns;
 pub mod error;
+pub mod execute;
 pub mod guidance;
 pub mod install;
 pub mod interrupt;
 pub mod lock;
+pub mod permissions;
+pub mod plan;
 pub mod preflight;
 pub mod profile;
 pub mod progress;
 pub mod prompt;
 pub mod rbac;
 pub mod render;
+pub mod report;
 pub mod retry;
 pub mod status;
 pub mod uninstall;

@@ -24,7 +24,7 @@ use crate::interrupt::Interrupt;
 
 /// The Lease's name; it lives beside the ApplySet record.
 pub const LEASE_NAME: &str = "gridos-setup";
-pub const LEASE_NAMESPACE: &str = crate::apply::PARENT_NAMESPACE;
+pub const LEASE_NAMESPACE: &str = crate::applyset::PARENT_NAMESPACE;
 /// How long a holder's last renewal counts: the takeover bound after a holder dies.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the holder renews: three renewals fit in one [`LEASE_DURATION`], so one slow
@@ -212,7 +212,7 @@ fn lease(identity: &str, acquired: MicroTime, transitions: i32, rv: Option<Strin
             labels: Some(
                 [(
                     "app.kubernetes.io/managed-by".to_string(),
-                    crate::apply::FIELD_MANAGER.to_string(),
+                    crate::applyset::FIELD_MANAGER.to_string(),
                 )]
                 .into(),
             ),
@@ -233,7 +233,7 @@ fn lease(identity: &str, acquired: MicroTime, transitions: i32, rv: Option<Strin
 
 fn post_params() -> PostParams {
     PostParams {
-        field_manager: Some(crate::apply::FIELD_MANAGER.into()),
+        field_manager: Some(crate::applyset::FIELD_MANAGER.into()),
         ..Default::default()
     }
 }

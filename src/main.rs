@@ -6,7 +6,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::parse_args();
-    init_tracing(args.verbose);
+    // NO_COLOR (no-color.org): present and not empty turns colours off, as --no-color does.
+    let color = !args.no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if !color {
+        gridos_setup::prompt::disable_colors();
+    }
+    init_tracing(args.verbose, color);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -70,7 +75,7 @@ fn watch_signals() {
 }
 
 /// `-v` info, `-vv` debug; otherwise only warnings. Logs go to stderr, never stdout.
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, color: bool) {
     let level = match verbose {
         // kube's own reconnect messages would repeat what gridos-setup reports itself.
         0 => "warn,kube_client=off,kube_runtime=off",
@@ -90,6 +95,6 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_target(false)
         // Colour codes only for a person; a CI log or a file gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(color && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -1,35 +1,28 @@
-//! Checks: `check --pre` (can install work here?), `check` (is what was installed working?) and install's permission check before its first write.
+//! The checks of `check --pre` (can install work here, as me?) and `check` (is what was installed working?).
 //!
-//! Permissions are asked of the API server rather than inferred: a server-side dry run of each
-//! object where it can run (it also applies RBAC's escalation rules and admission), and a
-//! SelfSubjectAccessReview where it cannot (namespaces not created yet, kinds whose CRD comes with
-//! the install). Both work the same under webhook authorizers such as Azure RBAC.
+//! `--pre` stops an install at its plan (see [`crate::plan`]) and asks [`crate::permissions`]
+//! about every object; the report format is [`crate::report`]'s.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::api::networking::v1::IngressClass;
-use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
-use kube::discovery::Scope;
-use serde::Serialize;
+use kube::api::{Api, ListParams};
 
 use crate::adopt;
-use crate::apply::{self, ApplyError, ApplyOptions, ApplySetRecord, Resolver};
-use crate::cluster::{self, ConnectRequest};
+use crate::applyset::{self, Stale};
+use crate::cluster::{self, Cluster, ConnectRequest};
 use crate::error::{Error, InputError};
-use crate::install::{self, InstallRequest};
-use crate::profile::{self, ProfileSource, Toggle, Values, ValuesRequest};
+use crate::permissions::{self, Denial, bind_hint};
+use crate::plan::{self, ADMISSION_SECRET, CONTROLLER_SERVICE, Plan, ServiceMonitorChoice};
+use crate::profile::{self, ProfileSource, Values, ValuesRequest};
 use crate::rbac;
-use crate::render::{self, Object, RenderInputs};
+use crate::render::Object;
+use crate::report::{Check, Report, fail, pass, warn};
 
 /// The host `check` and `rbac` render with when none is given: permissions do not depend on it.
 pub const PLACEHOLDER_HOST: &str = "app.example.com";
@@ -39,116 +32,10 @@ pub const DEFAULT_PROFILE: &str = "nginx";
 pub const MIN_MINOR: u32 = 30;
 /// Newest minor version the test control plane runs; newer ones get a warning, not a failure.
 pub const TESTED_MINOR: u32 = 35;
-/// Requests in flight at once for reviews and dry runs.
-const CONCURRENCY: usize = 8;
 /// The webhook certificate is renewed by install this long before it expires; `check` warns inside it.
 const CERT_WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const AKS_NODE_LABEL: &str = "kubernetes.azure.com/cluster";
 const APP_ROUTING_NAMESPACE: &str = "app-routing-system";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mark {
-    Pass,
-    Warn,
-    Fail,
-}
-
-/// One line of the report.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub result: Mark,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-fn pass(name: &str, detail: impl Into<String>) -> Check {
-    Check {
-        name: name.into(),
-        result: Mark::Pass,
-        detail: detail.into(),
-        hint: None,
-    }
-}
-
-fn warn(name: &str, detail: impl Into<String>, hint: Option<String>) -> Check {
-    Check {
-        name: name.into(),
-        result: Mark::Warn,
-        detail: detail.into(),
-        hint,
-    }
-}
-
-fn fail(name: &str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
-    Check {
-        name: name.into(),
-        result: Mark::Fail,
-        detail: detail.into(),
-        hint: Some(hint.into()),
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
-    pub checks: Vec<Check>,
-}
-
-impl Report {
-    pub fn count(&self, m: Mark) -> usize {
-        self.checks.iter().filter(|c| c.result == m).count()
-    }
-
-    pub fn failed(&self) -> bool {
-        self.count(Mark::Fail) > 0
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        for c in &self.checks {
-            let mark = match c.result {
-                Mark::Pass => "[pass]",
-                Mark::Warn => "[warn]",
-                Mark::Fail => "[FAIL]",
-            };
-            out.push_str(&format!("{mark} {}: {}\n", c.name, c.detail));
-            if let (Mark::Fail | Mark::Warn, Some(h)) = (c.result, &c.hint) {
-                out.push_str(&format!("       hint: {h}\n"));
-            }
-        }
-        let w = self.count(Mark::Warn);
-        out.push_str(&format!(
-            "{} passed, {w} warning{}, {} failed\n",
-            self.count(Mark::Pass),
-            if w == 1 { "" } else { "s" },
-            self.count(Mark::Fail)
-        ));
-        out
-    }
-
-    /// One `check` event per line, then a summary, as the other commands' `-o json`.
-    pub fn to_json_lines(&self) -> String {
-        let mut out = String::new();
-        for c in &self.checks {
-            let mut v = serde_json::to_value(c).unwrap_or_default();
-            if let Some(m) = v.as_object_mut() {
-                m.insert("event".into(), "check".into());
-            }
-            out.push_str(&format!("{v}\n"));
-        }
-        let summary = serde_json::json!({
-            "event": "summary",
-            "result": if self.failed() { "fail" } else { "pass" },
-            "passed": self.count(Mark::Pass),
-            "warnings": self.count(Mark::Warn),
-            "failed": self.count(Mark::Fail),
-        });
-        out.push_str(&format!("{summary}\n"));
-        out
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct CheckRequest {
@@ -173,406 +60,6 @@ pub fn defaulted(req: &ValuesRequest) -> Result<ValuesRequest, InputError> {
         Err(e) => Err(e),
         Ok(_) => Ok(req),
     }
-}
-
-/// The rules of `gridos-setup rbac` for these values (offline render).
-pub fn rbac_rules(values: &Values) -> Result<Vec<PolicyRule>, Error> {
-    let objects = render::render(values, &RenderInputs::offline(values))?;
-    Ok(rbac::rules(&objects, values))
-}
-
-/// `resource` or `resource.group`, as kubectl names a resource.
-fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() {
-        resource.to_string()
-    } else {
-        format!("{resource}.{group}")
-    }
-}
-
-/// A permission the user lacks, and the objects that need it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Denial {
-    pub verb: String,
-    /// `resource` or `resource.group`.
-    pub resource: String,
-    pub namespace: Option<String>,
-    pub objects: Vec<String>,
-}
-
-impl Denial {
-    pub fn describe(&self) -> String {
-        let mut s = format!("{} {}", self.verb, self.resource);
-        if let Some(ns) = &self.namespace {
-            s.push_str(&format!(" in {ns}"));
-        }
-        if !self.objects.is_empty() {
-            let shown: Vec<_> = self.objects.iter().take(3).cloned().collect();
-            let more = self.objects.len().saturating_sub(3);
-            s.push_str(&format!(" ({}", shown.join(", ")));
-            if more > 0 {
-                s.push_str(&format!(", +{more} more"));
-            }
-            s.push(')');
-        }
-        s
-    }
-}
-
-async fn review(client: &Client, spec: SelfSubjectAccessReviewSpec) -> Result<bool, kube::Error> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let r = api
-        .create(
-            &PostParams::default(),
-            &SelfSubjectAccessReview {
-                spec,
-                ..Default::default()
-            },
-        )
-        .await?;
-    Ok(r.status.is_some_and(|s| s.allowed))
-}
-
-/// Whether the user may `verb` `resource` in `group` (in `namespace`, or cluster-wide; on `name`).
-pub async fn can_i(
-    client: &Client,
-    verb: &str,
-    group: &str,
-    resource: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> Result<bool, kube::Error> {
-    review(
-        client,
-        SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.into()),
-                group: Some(group.into()),
-                resource: Some(resource.into()),
-                namespace: namespace.map(String::from),
-                name: name.map(String::from),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-}
-
-async fn can_get_url(client: &Client, verb: &str, path: &str) -> Result<bool, kube::Error> {
-    review(
-        client,
-        SelfSubjectAccessReviewSpec {
-            non_resource_attributes: Some(NonResourceAttributes {
-                verb: Some(verb.into()),
-                path: Some(path.into()),
-            }),
-            ..Default::default()
-        },
-    )
-    .await
-}
-
-/// The verb a 403 of the API server names (`cannot create resource ...`), or the RBAC escalation
-/// check's (`attempting to grant RBAC permissions not currently held`).
-fn denied_verb(obj: &Object, message: &str) -> String {
-    if let Some(v) = message
-        .split_once("cannot ")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-    {
-        return v.to_string();
-    }
-    if message.contains("not currently held") {
-        return match obj.kind() {
-            "ClusterRoleBinding" | "RoleBinding" => "bind".into(),
-            _ => "escalate".into(),
-        };
-    }
-    "patch".into()
-}
-
-/// What the permission pass found: denials, and other failures of a dry run (invalid objects, ...).
-#[derive(Clone, Debug, Default)]
-pub struct Permissions {
-    pub denials: Vec<Denial>,
-    pub errors: Vec<String>,
-    pub dry_runs: usize,
-    pub reviews: usize,
-}
-
-/// Asks, for each object, whether this user may create and patch it: a server-side dry run of the
-/// apply where the object's kind is served and its namespace exists, a SelfSubjectAccessReview
-/// (create and patch) otherwise.
-pub async fn object_permissions(
-    client: &Client,
-    resolver: &Resolver,
-    objects: &[Object],
-) -> Result<Permissions, Error> {
-    let namespaces: BTreeSet<&str> = objects.iter().filter_map(|o| o.namespace()).collect();
-    let ns_api: Api<Namespace> = Api::all(client.clone());
-    let mut existing = BTreeSet::new();
-    for ns in namespaces {
-        // Unreadable counts as missing: the review below then asks about it instead.
-        if matches!(ns_api.get_opt(ns).await, Ok(Some(_))) {
-            existing.insert(ns.to_string());
-        }
-    }
-    let mut dry = Vec::new();
-    // (verb, group, resource, namespace) -> object ids
-    let mut asks: BTreeMap<(String, String, String, Option<String>), Vec<String>> = BTreeMap::new();
-    for o in objects {
-        let resolved = resolver.resolve(o).ok();
-        let dry_runnable = resolved.as_ref().is_some_and(|(_, caps)| {
-            caps.scope == Scope::Cluster || o.namespace().is_some_and(|n| existing.contains(n))
-        });
-        if dry_runnable {
-            dry.push(o.clone());
-            continue;
-        }
-        let resource = match &resolved {
-            Some((ar, _)) => ar.plural.clone(),
-            None => rbac::plural(o.api_version(), o.kind()),
-        };
-        let group = o
-            .api_version()
-            .split_once('/')
-            .map(|(g, _)| g)
-            .unwrap_or("");
-        for verb in ["create", "patch"] {
-            asks.entry((
-                verb.into(),
-                group.into(),
-                resource.clone(),
-                o.namespace().map(String::from),
-            ))
-            .or_default()
-            .push(o.id());
-        }
-    }
-    let mut out = Permissions {
-        dry_runs: dry.len(),
-        reviews: asks.len(),
-        ..Default::default()
-    };
-    let dry_results: Vec<(Object, Result<(), ApplyError>)> =
-        futures::stream::iter(dry.into_iter().map(|o| async move {
-            let r = apply::apply_one(
-                client,
-                resolver,
-                &o,
-                ApplyOptions {
-                    dry_run: true,
-                    force: true,
-                },
-                true,
-            )
-            .await
-            .map(|_| ());
-            (o, r)
-        }))
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut denied: BTreeMap<(String, String, Option<String>), Vec<String>> = BTreeMap::new();
-    for (o, r) in dry_results {
-        match r {
-            Ok(()) => {}
-            Err(ApplyError::Forbidden { message, .. }) => {
-                let group = o
-                    .api_version()
-                    .split_once('/')
-                    .map(|(g, _)| g)
-                    .unwrap_or("");
-                let resource = resolver
-                    .resolve(&o)
-                    .map(|(ar, _)| ar.plural)
-                    .unwrap_or_else(|_| rbac::plural(o.api_version(), o.kind()));
-                denied
-                    .entry((
-                        denied_verb(&o, &message),
-                        qualified(group, &resource),
-                        o.namespace().map(String::from),
-                    ))
-                    .or_default()
-                    .push(o.id());
-            }
-            // The namespace went away meanwhile: nothing to learn about permissions here.
-            Err(ApplyError::Api {
-                source: kube::Error::Api(s),
-                ..
-            }) if s.code == 404 => {}
-            Err(e) => out.errors.push(e.to_string()),
-        }
-    }
-    let answers: Vec<_> = futures::stream::iter(asks.into_iter().map(|(k, ids)| async move {
-        let (verb, group, resource, ns) = &k;
-        let r = can_i(client, verb, group, resource, ns.as_deref(), None).await;
-        (k, ids, r)
-    }))
-    .buffered(CONCURRENCY)
-    .collect()
-    .await;
-    for ((verb, group, resource, ns), ids, r) in answers {
-        match r {
-            Ok(true) => {}
-            Ok(false) => denied
-                .entry((verb, qualified(&group, &resource), ns))
-                .or_default()
-                .extend(ids),
-            // A cluster that does not let this user ask leaves the answer to the apply itself.
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                tracing::debug!("SelfSubjectAccessReview refused: {}", s.message);
-                out.errors.push(format!(
-                    "cannot ask whether {verb} {} is allowed: SelfSubjectAccessReview is forbidden",
-                    qualified(&group, &resource)
-                ));
-            }
-            Err(e) => {
-                return Err(Error::Api {
-                    context:
-                        "asking the API server what this user may do (SelfSubjectAccessReview)"
-                            .into(),
-                    source: e,
-                });
-            }
-        }
-    }
-    out.denials = denied
-        .into_iter()
-        .map(|((verb, resource, namespace), objects)| Denial {
-            verb,
-            resource,
-            namespace,
-            objects,
-        })
-        .collect();
-    Ok(out)
-}
-
-/// The ApplySet record as an object, for the permission check of its first write.
-fn parent_object() -> Object {
-    Object {
-        template: "applyset".into(),
-        data: serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": apply::PARENT_NAME, "namespace": apply::PARENT_NAMESPACE},
-        }),
-    }
-}
-
-/// The hint of every permission failure: which role to bind and how to get it.
-pub fn bind_hint() -> String {
-    format!(
-        "have a cluster admin bind the ClusterRole {} to you (`gridos-setup rbac --user NAME | kubectl apply -f -`), then re-run",
-        rbac::ROLE_NAME
-    )
-}
-
-/// Install's check before its first write: may this user create and patch every object the run
-/// will write for the first time? Objects already recorded in the ApplySet were written by an
-/// earlier run, so a no-op re-run asks nothing.
-pub async fn authorize_writes(
-    client: &Client,
-    resolver: &Resolver,
-    objects: &[Object],
-    record: &ApplySetRecord,
-) -> Result<(), Error> {
-    let mut new: Vec<Object> = objects
-        .iter()
-        .filter(|o| !record.members.contains(&apply::member_id(o)))
-        .cloned()
-        .collect();
-    if !record.exists {
-        new.push(parent_object());
-    }
-    if new.is_empty() {
-        return Ok(());
-    }
-    let p = object_permissions(client, resolver, &new).await?;
-    tracing::debug!(
-        dry_runs = p.dry_runs,
-        reviews = p.reviews,
-        "permission check before the first write"
-    );
-    // Other failures (an invalid object, a review the cluster refuses) are left to the apply,
-    // which reports them with the object's context.
-    if p.denials.is_empty() {
-        return Ok(());
-    }
-    let what: Vec<String> = p.denials.iter().map(Denial::describe).collect();
-    Err(Error::Preflight {
-        problem: format!(
-            "forbidden: this user may not {}; nothing was written",
-            what.join("; ")
-        ),
-        hint: bind_hint(),
-    })
-}
-
-/// (verb, group, resource, resource name, non-resource URL) of one access review.
-type Ask = (String, String, String, Option<String>, Option<String>);
-
-/// Every permission of `rules` the user lacks, cluster-wide, as `verb resource[/name]` or `verb URL`.
-pub async fn missing_rules(client: &Client, rules: &[PolicyRule]) -> Result<Vec<String>, Error> {
-    let mut asks: Vec<Ask> = Vec::new();
-    for r in rules {
-        for verb in &r.verbs {
-            for url in r.non_resource_urls.iter().flatten() {
-                asks.push((
-                    verb.clone(),
-                    String::new(),
-                    String::new(),
-                    None,
-                    Some(url.clone()),
-                ));
-            }
-            for g in r.api_groups.iter().flatten() {
-                for res in r.resources.iter().flatten() {
-                    match &r.resource_names {
-                        Some(names) if !names.is_empty() => {
-                            for n in names {
-                                asks.push((
-                                    verb.clone(),
-                                    g.clone(),
-                                    res.clone(),
-                                    Some(n.clone()),
-                                    None,
-                                ));
-                            }
-                        }
-                        _ => asks.push((verb.clone(), g.clone(), res.clone(), None, None)),
-                    }
-                }
-            }
-        }
-    }
-    let answers: Vec<_> = futures::stream::iter(asks.into_iter().map(|a| async move {
-        let (verb, group, resource, name, url) = &a;
-        let r = match url {
-            Some(u) => can_get_url(client, verb, u).await,
-            None => can_i(client, verb, group, resource, None, name.as_deref()).await,
-        };
-        (a, r)
-    }))
-    .buffered(CONCURRENCY)
-    .collect()
-    .await;
-    let mut missing = Vec::new();
-    for ((verb, group, resource, name, url), r) in answers {
-        let allowed = r.map_err(|e| Error::Api {
-            context: "asking the API server what this user may do (SelfSubjectAccessReview)".into(),
-            source: e,
-        })?;
-        if allowed {
-            continue;
-        }
-        missing.push(match (url, name) {
-            (Some(u), _) => format!("{verb} {u}"),
-            (None, Some(n)) => format!("{verb} {}/{n}", qualified(&group, &resource)),
-            (None, None) => format!("{verb} {}", qualified(&group, &resource)),
-        });
-    }
-    Ok(missing)
 }
 
 fn exec_plugin(req: &ConnectRequest) -> Check {
@@ -604,13 +91,7 @@ fn exec_plugin(req: &ConnectRequest) -> Check {
             "the kubeconfig carries the credentials (no exec plugin)",
         );
     };
-    let found = if command.contains('/') {
-        std::path::Path::new(&command).is_file()
-    } else {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(&command).is_file()))
-    };
-    if found {
+    if cluster::runnable(&command) {
         pass(NAME, format!("exec plugin {command} is on PATH"))
     } else {
         let hint = if command == "kubelogin" {
@@ -698,34 +179,20 @@ async fn aks(client: &Client, server: &str) -> Check {
     }
 }
 
-fn service_monitor(values: &Values, resolver: &Resolver) -> Check {
+/// The plan's ServiceMonitor decision as a line of the report.
+fn service_monitor(choice: &ServiceMonitorChoice) -> Check {
     const NAME: &str = "ServiceMonitor";
-    let served: Vec<&str> = ["monitoring.coreos.com", "azmonitoring.coreos.com"]
-        .into_iter()
-        .filter(|g| resolver.serves(g, "ServiceMonitor"))
-        .collect();
-    let configured = values.service_monitor.group.as_str();
-    match values.service_monitor.enabled {
-        Toggle::Off => pass(NAME, "switched off (serviceMonitor.enabled=off)"),
-        Toggle::On if served.contains(&configured) => pass(NAME, format!("served by {configured}")),
-        Toggle::On => fail(
+    match choice {
+        ServiceMonitorChoice::Off => pass(NAME, "switched off (serviceMonitor.enabled=off)"),
+        ServiceMonitorChoice::Group(g) => pass(
             NAME,
-            format!(
-                "serviceMonitor.enabled is on but the cluster serves no ServiceMonitor in {configured}"
-            ),
-            "install prometheus-operator (or enable Azure Monitor managed Prometheus), or --set serviceMonitor.enabled=auto",
+            format!("served by {g}: install applies the ServiceMonitor there"),
         ),
-        Toggle::Auto => match served.first() {
-            Some(g) => pass(
-                NAME,
-                format!("served by {g}: install applies the ServiceMonitor there"),
-            ),
-            None => warn(
-                NAME,
-                "no ServiceMonitor CRD (monitoring.coreos.com or azmonitoring.coreos.com): install skips it; Flagger's own Prometheus scrapes the controller",
-                None,
-            ),
-        },
+        ServiceMonitorChoice::Skipped => warn(
+            NAME,
+            "no ServiceMonitor CRD (monitoring.coreos.com or azmonitoring.coreos.com): install skips it; Flagger's own Prometheus scrapes the controller",
+            None,
+        ),
     }
 }
 
@@ -849,12 +316,7 @@ async fn ingress_class(client: &Client, objects: &[Object]) -> Option<Check> {
     Some(match api.get_opt(name).await {
         Ok(None) => pass(NAME, format!("{name} is free")),
         Ok(Some(ic)) => {
-            let ours = ic
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(apply::PART_OF))
-                .is_some_and(|v| *v == apply::applyset_id());
+            let ours = applyset::is_member(ic.metadata.labels.as_ref());
             let controller = ic.spec.and_then(|s| s.controller).unwrap_or_default();
             if ours {
                 pass(NAME, format!("{name} is gridos-setup's"))
@@ -908,45 +370,20 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
         }
     }
     if req.pre {
-        pre(
-            req,
-            &values_req,
-            &values,
-            &client,
-            &cluster.server,
-            &mut report,
-        )
-        .await?;
+        pre(values, &cluster, &mut report).await?;
     } else {
-        post(req, &client, &mut report).await?;
+        post(&cluster, &mut report).await?;
     }
     Ok(report)
 }
 
-async fn pre(
-    req: &CheckRequest,
-    values_req: &ValuesRequest,
-    values: &Values,
-    client: &Client,
-    server: &str,
-    report: &mut Report,
-) -> Result<(), Error> {
-    report.checks.push(aks(client, server).await);
-    let install_req = InstallRequest {
-        values: values_req.clone(),
-        connect: req.connect.clone(),
-        dry_run: true,
-        no_wait: true,
-        timeout: Duration::from_secs(60),
-        force_conflicts: false,
-        lock_wait: None,
-        adopt_helm: false,
-        keep_helm_history: false,
-    };
-    // What install would apply, decided exactly as install decides it.
-    let prepared = install::prepare(&install_req).await;
-    match &prepared {
-        Ok(p) => report.checks.push(service_monitor(&p.values, &p.resolver)),
+async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
+    let client = &cluster.client;
+    report.checks.push(aks(client, &cluster.server).await);
+    // What install would apply, decided exactly as install decides it: its plan.
+    let plan = plan::gather(values.clone(), cluster.clone(), None).await;
+    match &plan {
+        Ok(p) => report.checks.push(service_monitor(&p.service_monitor)),
         Err(Error::Preflight { problem, hint }) => {
             report
                 .checks
@@ -963,125 +400,70 @@ async fn pre(
     }
     report.checks.push(helm_conflicts(client).await);
     report.checks.push(app_routing(client).await);
-    if let Ok(p) = &prepared {
+    if let Ok(p) = &plan {
         if let Some(c) = ingress_class(client, &p.objects).await {
             report.checks.push(c);
         }
-        let mut objects = p.objects.clone();
-        objects.push(parent_object());
-        let perms = object_permissions(client, &p.resolver, &objects).await?;
-        const NAME: &str = "permissions (objects)";
-        if perms.denials.is_empty() && perms.errors.is_empty() {
-            report.checks.push(pass(
-                NAME,
-                format!(
-                    "every object can be applied ({} server-side dry runs, {} access reviews where a dry run cannot run yet)",
-                    perms.dry_runs, perms.reviews
-                ),
-            ));
-        }
-        if !perms.denials.is_empty() {
-            let what: Vec<_> = perms.denials.iter().map(Denial::describe).collect();
-            report.checks.push(fail(
-                NAME,
-                format!("forbidden: {}", what.join("; ")),
-                bind_hint(),
-            ));
-        }
-        if !perms.errors.is_empty() {
-            report.checks.push(fail(
-                "dry run",
-                perms.errors.join("; "),
-                "each message names the object and the cause: an invalid value, an admission policy that refuses it, or a review this user may not ask for",
-            ));
-        }
+        object_permissions(p, report).await?;
     }
-    let rules = rbac_rules(values)?;
-    let missing = missing_rules(client, &rules).await?;
-    const RULES: &str = "permissions (rbac)";
-    if missing.is_empty() {
+    rules(client, &values, report).await
+}
+
+/// May this user apply every object of the plan (and the ApplySet record)?
+async fn object_permissions(p: &Plan, report: &mut Report) -> Result<(), Error> {
+    const NAME: &str = "permissions (objects)";
+    let mut objects = p.objects.clone();
+    objects.push(applyset::parent_object());
+    let perms = permissions::object_permissions(p.client(), &p.resolver, &objects, None).await?;
+    if perms.denials.is_empty() && perms.errors.is_empty() {
         report.checks.push(pass(
+            NAME,
+            format!(
+                "every object can be applied ({} server-side dry runs, {} access reviews where a dry run cannot run yet)",
+                perms.dry_runs, perms.reviews
+            ),
+        ));
+    }
+    if !perms.denials.is_empty() {
+        let what: Vec<_> = perms.denials.iter().map(Denial::describe).collect();
+        report.checks.push(fail(
+            NAME,
+            format!("forbidden: {}", what.join("; ")),
+            bind_hint(),
+        ));
+    }
+    if !perms.errors.is_empty() {
+        report.checks.push(fail(
+            "dry run",
+            perms.errors.join("; "),
+            "each message names the object and the cause: an invalid value, an admission policy that refuses it, or a review this user may not ask for",
+        ));
+    }
+    Ok(())
+}
+
+/// Does this user hold every rule of the ClusterRole `gridos-setup rbac` prints?
+async fn rules(client: &Client, values: &Values, report: &mut Report) -> Result<(), Error> {
+    const RULES: &str = "permissions (rbac)";
+    let rules = permissions::installer_rules(values)?;
+    let missing = permissions::missing_rules(client, &rules).await?;
+    report.checks.push(if missing.is_empty() {
+        pass(
             RULES,
             format!(
                 "every rule of ClusterRole {} is held ({} rules)",
                 rbac::ROLE_NAME,
                 rules.len()
             ),
-        ));
-    } else {
-        report.checks.push(fail(
-            RULES,
-            format!("missing: {}", missing.join(", ")),
-            bind_hint(),
-        ));
-    }
-    Ok(())
-}
-
-/// Whether the admission webhook trusts the CA of the certificate its Secret serves: if they come
-/// from different runs, the API server's TLS to the webhook fails and, with failurePolicy Fail,
-/// every Ingress create and update is refused.
-async fn webhook_trust(client: &Client, ns: &str, secret: &Secret) -> Check {
-    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
-    const NAME: &str = "webhook CA";
-    let ca = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(crate::certs::CA_CRT))
-        .map(|b| b.0.clone())
-        .unwrap_or_default();
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    // The configuration is named after the Secret, as upstream names both.
-    let vwc = match api.get_opt(install::ADMISSION_SECRET).await {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            return fail(
-                NAME,
-                format!(
-                    "ValidatingWebhookConfiguration {} is missing",
-                    install::ADMISSION_SECRET
-                ),
-                "re-run `gridos-setup install` (same profile and host) to create it",
-            );
-        }
-        Err(e) => {
-            return fail(
-                NAME,
-                format!(
-                    "cannot read ValidatingWebhookConfiguration {}: {e}",
-                    install::ADMISSION_SECRET
-                ),
-                bind_hint(),
-            );
-        }
-    };
-    let mismatched: Vec<String> = vwc
-        .webhooks
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&ca))
-        .map(|w| w.name)
-        .collect();
-    if mismatched.is_empty() {
-        pass(
-            NAME,
-            format!(
-                "the webhook trusts the CA of Secret {ns}/{}",
-                install::ADMISSION_SECRET
-            ),
         )
     } else {
         fail(
-            NAME,
-            format!(
-                "the caBundle of webhook {} in ValidatingWebhookConfiguration {} is not the CA of Secret {ns}/{}: the API server cannot reach the webhook, so every Ingress create and update is refused",
-                mismatched.join(", "),
-                install::ADMISSION_SECRET,
-                install::ADMISSION_SECRET
-            ),
-            "re-run `gridos-setup install` with the same profile and host: it writes both from the Secret's certificate (one run at a time: the run lock serialises them)",
+            RULES,
+            format!("missing: {}", missing.join(", ")),
+            bind_hint(),
         )
-    }
+    });
+    Ok(())
 }
 
 /// When the PEM certificate expires, read without showing any of it.
@@ -1102,8 +484,11 @@ fn date(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Result<(), Error> {
-    let record = apply::read_record(client).await?;
+async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
+    let client = &cluster.client;
+    let record = applyset::read(client, None)
+        .await
+        .map_err(|e| Error::Apply(crate::apply::ApplyError::Parent(e)))?;
     if !record.exists {
         report.checks.push(fail(
             "installed",
@@ -1112,11 +497,34 @@ async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Resul
         ));
         return Ok(());
     }
-    let members: Vec<apply::Stale> = record
-        .members
+    let members = record.parsed_members();
+    crds(client, &members, report).await;
+    let status = crate::status::status_of(cluster, &record).await?;
+    for c in &status.components {
+        report.checks.push(deployment(c));
+    }
+    let controller = members
         .iter()
-        .filter_map(|m| apply::parse_member(m))
-        .collect();
+        .find(|m| m.kind == "Service" && m.name == CONTROLLER_SERVICE);
+    if let Some(svc) = controller {
+        report.checks.push(address(svc, &status));
+        report.checks.push(warn(
+            "ingress-nginx",
+            crate::guidance::RETIREMENT_WARNING,
+            None,
+        ));
+        let ns = svc.namespace.clone().unwrap_or_default();
+        report.checks.extend(webhook_trust(client, &ns).await);
+        report.checks.push(webhook_certificate(client, &ns).await);
+    }
+    for m in members.iter().filter(|m| m.kind == "Canary") {
+        report.checks.push(canary(m, &status));
+    }
+    Ok(())
+}
+
+/// Every recorded CRD is Established.
+async fn crds(client: &Client, members: &[Stale], report: &mut Report) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for m in members
         .iter()
@@ -1137,154 +545,190 @@ async fn post(req: &CheckRequest, client: &Client, report: &mut Report) -> Resul
             Err(e) => fail(&name, format!("cannot read it: {e}"), bind_hint()),
         });
     }
-    let status = crate::status::status(&req.connect).await?;
-    for c in &status.components {
-        let name = format!("Deployment {}", c.deployment);
-        report.checks.push(if c.rolled_out {
-            pass(&name, format!("ready {}/{}", c.ready, c.desired))
-        } else {
-            fail(
-                &name,
-                format!("not ready ({}/{})", c.ready, c.desired),
-                format!(
-                    "`kubectl -n {} describe deployment {}` and its pods' events say why",
-                    c.deployment.split('/').next().unwrap_or_default(),
-                    c.deployment
-                        .split('/')
-                        .nth(1)
-                        .unwrap_or_default()
-                        .split(' ')
-                        .next()
-                        .unwrap_or_default()
-                ),
+}
+
+fn deployment(c: &crate::status::ComponentStatus) -> Check {
+    let name = format!("Deployment {}", c.deployment);
+    if c.rolled_out {
+        return pass(&name, format!("ready {}/{}", c.ready, c.desired));
+    }
+    let (ns, rest) = c.deployment.split_once('/').unwrap_or_default();
+    let deployment = rest.split(' ').next().unwrap_or_default();
+    fail(
+        &name,
+        format!("not ready ({}/{})", c.ready, c.desired),
+        format!("`kubectl -n {ns} describe deployment {deployment}` and its pods' events say why"),
+    )
+}
+
+fn address(svc: &Stale, status: &crate::status::StatusReport) -> Check {
+    let ns = svc.namespace.clone().unwrap_or_default();
+    match &status.address {
+        Some(a) => {
+            let scope = if status.internal {
+                "internal"
+            } else {
+                "public"
+            };
+            pass(
+                "address",
+                format!("Service {ns}/{} has {scope} address {a}", svc.name),
             )
-        });
-    }
-    let controller = members
-        .iter()
-        .find(|m| m.kind == "Service" && m.name == install::CONTROLLER_SERVICE);
-    if let Some(svc) = controller {
-        let ns = svc.namespace.clone().unwrap_or_default();
-        report.checks.push(match &status.address {
-            Some(a) => pass(
-                "address",
-                format!(
-                    "Service {ns}/{} has {} address {a}",
-                    svc.name,
-                    if status.internal {
-                        "internal"
-                    } else {
-                        "public"
-                    }
-                ),
-            ),
-            None => fail(
-                "address",
-                format!("Service {ns}/{} has no load-balancer address", svc.name),
-                format!(
-                    "`kubectl -n {ns} describe service {}` shows the cloud provider's events",
-                    svc.name
-                ),
-            ),
-        });
-        report.checks.push(warn(
-            "ingress-nginx",
-            crate::guidance::RETIREMENT_WARNING,
-            None,
-        ));
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let name = "webhook certificate";
-        let secret = secrets.get_opt(install::ADMISSION_SECRET).await;
-        if let Ok(Some(s)) = &secret {
-            report.checks.push(webhook_trust(client, &ns, s).await);
         }
-        report.checks.push(match secret {
-            Ok(Some(s)) => {
-                let expiry = s
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(crate::certs::TLS_CRT))
-                    .and_then(|b| not_after(&b.0));
-                match expiry {
-                    Some(t) if t < SystemTime::now() + CERT_WARN_BEFORE => warn(
-                        name,
-                        format!("expires on {}", date(t)),
-                        Some("re-run `gridos-setup install` to renew it".into()),
-                    ),
-                    Some(t) => pass(name, format!("valid until {}", date(t))),
-                    None => fail(
-                        name,
-                        format!(
-                            "Secret {ns}/{} holds no readable certificate",
-                            install::ADMISSION_SECRET
-                        ),
-                        "re-run `gridos-setup install` to make a new one",
-                    ),
-                }
-            }
-            Ok(None) => fail(
-                name,
-                format!("Secret {ns}/{} is missing", install::ADMISSION_SECRET),
-                "re-run `gridos-setup install` to make a new one",
+        None => fail(
+            "address",
+            format!("Service {ns}/{} has no load-balancer address", svc.name),
+            format!(
+                "`kubectl -n {ns} describe service {}` shows the cloud provider's events",
+                svc.name
             ),
-            Err(e) => fail(
-                name,
-                format!("cannot read Secret {ns}/{}: {e}", install::ADMISSION_SECRET),
-                bind_hint(),
-            ),
-        });
+        ),
     }
-    for m in members.iter().filter(|m| m.kind == "Canary") {
-        let ns = m.namespace.clone().unwrap_or_default();
-        let name = format!("Canary {ns}/{}", m.name);
-        let live = status
-            .canaries
-            .iter()
-            .find(|c| c.namespace == ns && c.name == m.name);
-        report.checks.push(match live {
-            None => fail(&name, "missing", "re-run install to create it"),
-            Some(c) if c.phase == "Failed" => warn(
-                &name,
+}
+
+/// Whether the admission webhook trusts the CA of the certificate its Secret serves: if they come
+/// from different runs, the API server's TLS to the webhook fails and, with failurePolicy Fail,
+/// every Ingress create and update is refused.
+async fn webhook_trust(client: &Client, ns: &str) -> Option<Check> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    // A missing or unreadable Secret is the certificate check's to report.
+    let secret = secrets.get_opt(ADMISSION_SECRET).await.ok().flatten()?;
+    Some(webhook_trusts(client, ns, &secret).await)
+}
+
+async fn webhook_trusts(client: &Client, ns: &str, secret: &Secret) -> Check {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    const NAME: &str = "webhook CA";
+    let ca = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(crate::certs::CA_CRT))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    // The configuration is named after the Secret, as upstream names both.
+    let vwc = match api.get_opt(ADMISSION_SECRET).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return fail(
+                NAME,
                 format!(
-                    "phase Failed: Flagger rolled the last release back ({} failed checks)",
-                    c.failed_checks
+                    "ValidatingWebhookConfiguration {} is missing",
+                    ADMISSION_SECRET
                 ),
-                Some(format!(
-                    "`kubectl -n {ns} describe canary {}` shows why",
-                    m.name
-                )),
+                "re-run `gridos-setup install` (same profile and host) to create it",
+            );
+        }
+        Err(e) => {
+            return fail(
+                NAME,
+                format!(
+                    "cannot read ValidatingWebhookConfiguration {}: {e}",
+                    ADMISSION_SECRET
+                ),
+                bind_hint(),
+            );
+        }
+    };
+    let mismatched: Vec<String> = vwc
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&ca))
+        .map(|w| w.name)
+        .collect();
+    if mismatched.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "the webhook trusts the CA of Secret {ns}/{}",
+                ADMISSION_SECRET
             ),
-            Some(c) => pass(&name, format!("phase {}, weight {}", c.phase, c.weight)),
-        });
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "the caBundle of webhook {} in ValidatingWebhookConfiguration {} is not the CA of Secret {ns}/{}: the API server cannot reach the webhook, so every Ingress create and update is refused",
+                mismatched.join(", "),
+                ADMISSION_SECRET,
+                ADMISSION_SECRET
+            ),
+            "re-run `gridos-setup install` with the same profile and host: it writes both from the Secret's certificate (one run at a time: the run lock serialises them)",
+        )
     }
-    Ok(())
+}
+
+/// The webhook certificate is readable and not within [`CERT_WARN_BEFORE`] of its expiry.
+async fn webhook_certificate(client: &Client, ns: &str) -> Check {
+    const NAME: &str = "webhook certificate";
+    let renew = "re-run `gridos-setup install` to make a new one";
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = match secrets.get_opt(ADMISSION_SECRET).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(
+                NAME,
+                format!("Secret {ns}/{ADMISSION_SECRET} is missing"),
+                renew,
+            );
+        }
+        Err(e) => {
+            return fail(
+                NAME,
+                format!("cannot read Secret {ns}/{ADMISSION_SECRET}: {e}"),
+                bind_hint(),
+            );
+        }
+    };
+    let expiry = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(crate::certs::TLS_CRT))
+        .and_then(|b| not_after(&b.0));
+    match expiry {
+        Some(t) if t < SystemTime::now() + CERT_WARN_BEFORE => warn(
+            NAME,
+            format!("expires on {}", date(t)),
+            Some("re-run `gridos-setup install` to renew it".into()),
+        ),
+        Some(t) => pass(NAME, format!("valid until {}", date(t))),
+        None => fail(
+            NAME,
+            format!("Secret {ns}/{ADMISSION_SECRET} holds no readable certificate"),
+            renew,
+        ),
+    }
+}
+
+fn canary(m: &Stale, status: &crate::status::StatusReport) -> Check {
+    let ns = m.namespace.clone().unwrap_or_default();
+    let name = format!("Canary {ns}/{}", m.name);
+    let live = status
+        .canaries
+        .iter()
+        .find(|c| c.namespace == ns && c.name == m.name);
+    match live {
+        None => fail(&name, "missing", "re-run install to create it"),
+        Some(c) if c.phase == "Failed" => warn(
+            &name,
+            format!(
+                "phase Failed: Flagger rolled the last release back ({} failed checks)",
+                c.failed_checks
+            ),
+            Some(format!(
+                "`kubectl -n {ns} describe canary {}` shows why",
+                m.name
+            )),
+        ),
+        Some(c) => pass(&name, format!("phase {}, weight {}", c.phase, c.weight)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forbidden_messages_name_the_verb() {
-        let o = Object {
-            template: "t".into(),
-            data: serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "x"}}),
-        };
-        assert_eq!(
-            denied_verb(
-                &o,
-                "clusterroles.rbac.authorization.k8s.io \"x\" is forbidden: User \"u\" cannot create resource \"clusterroles\""
-            ),
-            "create"
-        );
-        assert_eq!(
-            denied_verb(
-                &o,
-                "user \"u\" (groups=[]) is attempting to grant RBAC permissions not currently held:"
-            ),
-            "bind"
-        );
-    }
+    use crate::report::Mark;
 
     #[test]
     fn hosts_are_taken_from_server_urls() {

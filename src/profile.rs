@@ -120,6 +120,10 @@ pub enum Toggle {
     Off,
 }
 
+/// The API groups that serve a ServiceMonitor: prometheus-operator's, then Azure Monitor managed
+/// Prometheus's (which ignores the operator's group).
+pub const SERVICE_MONITOR_GROUPS: [&str; 2] = ["monitoring.coreos.com", "azmonitoring.coreos.com"];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceMonitor {
@@ -409,7 +413,12 @@ fn unknown_key(defaults: &Json, origin: &str, path: &str) -> InputError {
     .unwrap_or_default();
     let nearest = siblings
         .iter()
-        .map(|k| (distance(&k.to_lowercase(), &leaf.to_lowercase()), k))
+        .map(|k| {
+            (
+                strsim::levenshtein(&k.to_lowercase(), &leaf.to_lowercase()),
+                k,
+            )
+        })
         .filter(|(d, k)| *d <= (k.len() / 3).max(2))
         .min()
         .map(|(_, k)| {
@@ -424,21 +433,6 @@ fn unknown_key(defaults: &Json, origin: &str, path: &str) -> InputError {
         path: path.into(),
         nearest,
     }
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// Checks that every key of `layer` exists in the defaults, naming the first that does not.
@@ -687,6 +681,32 @@ fn check_percent(path: &str, v: f64) -> Result<(), InputError> {
 
 /// Everything the types cannot say: names, ranges, and combinations that only some profiles allow.
 pub fn validate(v: &Values) -> Result<(), InputError> {
+    validate_names(v)?;
+    validate_workloads(v)?;
+    validate_canary(&v.canary)?;
+    if v.alerting.provider != AlertProviderKind::None {
+        check_label("alerting.secretName", &v.alerting.secret_name).map_err(|_| {
+            out_of_range(
+                "alerting.secretName",
+                format!("{:?}", v.alerting.secret_name),
+                "alerting needs the Secret that holds the webhook address",
+                "name a Secret in the app namespace whose key `address` holds the URL",
+            )
+        })?;
+    }
+    if v.front_door.private_link && v.front != Front::Frontdoor {
+        return Err(out_of_range(
+            "frontDoor.privateLink",
+            true,
+            "Private Link origins exist only with Azure Front Door",
+            "use --profile frontdoor, or drop frontDoor.privateLink",
+        ));
+    }
+    Ok(())
+}
+
+/// The host, the namespaces, the registry and the ServiceMonitor group.
+fn validate_names(v: &Values) -> Result<(), InputError> {
     check_host(&v.host)?;
     check_label("namespaces.ingress", &v.namespaces.ingress)?;
     check_label("namespaces.flagger", &v.namespaces.flagger)?;
@@ -709,6 +729,19 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
             ));
         }
     }
+    if !SERVICE_MONITOR_GROUPS.contains(&v.service_monitor.group.as_str()) {
+        return Err(out_of_range(
+            "serviceMonitor.group",
+            format!("{:?}", v.service_monitor.group),
+            "not a ServiceMonitor API group",
+            "use monitoring.coreos.com (prometheus-operator) or azmonitoring.coreos.com (Azure Monitor managed Prometheus)",
+        ));
+    }
+    Ok(())
+}
+
+/// Resources, retention and replica counts.
+fn validate_workloads(v: &Values) -> Result<(), InputError> {
     check_resources(
         "ingressController.resources",
         &v.ingress_controller.resources,
@@ -739,17 +772,11 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
             "use 1",
         ));
     }
-    if !["monitoring.coreos.com", "azmonitoring.coreos.com"]
-        .contains(&v.service_monitor.group.as_str())
-    {
-        return Err(out_of_range(
-            "serviceMonitor.group",
-            format!("{:?}", v.service_monitor.group),
-            "not a ServiceMonitor API group",
-            "use monitoring.coreos.com (prometheus-operator) or azmonitoring.coreos.com (Azure Monitor managed Prometheus)",
-        ));
-    }
-    let c = &v.canary;
+    Ok(())
+}
+
+/// The Canary's analysis: interval, threshold, steps, limits and ports.
+fn validate_canary(c: &Canary) -> Result<(), InputError> {
     check_duration("canary.interval", &c.interval)?;
     if c.threshold == 0 {
         return Err(out_of_range(
@@ -802,23 +829,99 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
             "give a port from 1 to 65535",
         ));
     }
-    if v.alerting.provider != AlertProviderKind::None {
-        check_label("alerting.secretName", &v.alerting.secret_name).map_err(|_| {
-            out_of_range(
-                "alerting.secretName",
-                format!("{:?}", v.alerting.secret_name),
-                "alerting needs the Secret that holds the webhook address",
-                "name a Secret in the app namespace whose key `address` holds the URL",
-            )
-        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(sets: &[&str]) -> Result<Values, InputError> {
+        resolve(&ValuesRequest {
+            profile: Some(ProfileSource::Builtin("nginx".into())),
+            values_files: Vec::new(),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            host: Some("app.example.com".into()),
+        })
     }
-    if v.front_door.private_link && v.front != Front::Frontdoor {
-        return Err(out_of_range(
-            "frontDoor.privateLink",
-            true,
-            "Private Link origins exist only with Azure Front Door",
-            "use --profile frontdoor, or drop frontDoor.privateLink",
+
+    fn refused_at(sets: &[&str]) -> String {
+        match values(sets) {
+            Err(InputError::OutOfRange { path, .. }) => path,
+            other => panic!("{sets:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_builtin_profile_is_valid() {
+        for name in BUILTIN {
+            let mut v = builtin(name).unwrap();
+            v.host = "app.example.com".into();
+            assert_eq!(validate(&v), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn ranges_and_combinations_are_refused_naming_the_key() {
+        for (set, path) in [
+            ("canary.stepWeights=[10, 50, 25]", "canary.stepWeights"),
+            ("canary.stepWeights=[0, 50]", "canary.stepWeights"),
+            ("canary.stepWeights=[]", "canary.stepWeights"),
+            ("canary.successRateMin=101", "canary.successRateMin"),
+            ("canary.threshold=0", "canary.threshold"),
+            ("canary.interval=1 minute", "canary.interval"),
+            ("canary.latencyP99MaxMs=0", "canary.latencyP99MaxMs"),
+            ("flagger.replicas=2", "flagger.replicas"),
+            ("loadtester.replicas=0", "loadtester.replicas"),
+            ("prometheus.retention=2weeks", "prometheus.retention"),
+            (
+                "flagger.resources.limits.memory=lots",
+                "flagger.resources.limits.memory",
+            ),
+            ("namespaces.app=Gridos", "namespaces.app"),
+            ("imageRegistry=https://myacr.azurecr.io", "imageRegistry"),
+            ("serviceMonitor.group=example.com", "serviceMonitor.group"),
+            ("frontDoor.privateLink=true", "frontDoor.privateLink"),
+        ] {
+            assert_eq!(refused_at(&[set]), path, "{set}");
+        }
+    }
+
+    #[test]
+    fn hosts_must_be_lower_case_dns_names_with_a_domain() {
+        assert_eq!(check_host("app.example.com"), Ok(()));
+        assert_eq!(check_host(""), Err(InputError::MissingHost));
+        for bad in ["App.example.com", "app", "-a.example.com", "a..example.com"] {
+            assert!(
+                matches!(check_host(bad), Err(InputError::InvalidHost { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_nearest_one() {
+        match values(&["canary.treshold=3"]) {
+            Err(InputError::UnknownKey { nearest, .. }) => {
+                assert_eq!(nearest.as_deref(), Some("canary.threshold"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            values(&["canary.zzzzzzzzzz=3"]),
+            Err(InputError::UnknownKey { nearest: None, .. })
         ));
     }
-    Ok(())
+
+    #[test]
+    fn quantities_and_durations_take_the_kubernetes_and_go_forms() {
+        for q in ["100m", "1", "0.5", "512Mi", "1G"] {
+            assert_eq!(check_quantity("q", q), Ok(()), "{q}");
+        }
+        for d in ["30s", "1m", "1h30m", "500ms"] {
+            assert_eq!(check_duration("d", d), Ok(()), "{d}");
+        }
+        assert!(check_quantity("q", "1.5X").is_err());
+        assert!(check_duration("d", "").is_err());
+    }
 }

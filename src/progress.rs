@@ -1,4 +1,4 @@
-//! Progress output: a spinner line per component on a terminal, one plain line per state change otherwise, NDJSON events with `-o json`.
+//! Progress output of every command (install, plan, canary wait): a spinner line per component on a terminal, one plain line per state change otherwise, NDJSON events with `-o json`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,12 +38,25 @@ pub enum Event {
     Object { id: String, result: String },
     /// Something worth knowing that is not a failure (a skipped ServiceMonitor, a renewed certificate).
     Notice { message: String },
-    /// The run lock: `waiting` once per holder (named), then `acquired` after waiting.
+    /// The run lock: `waiting` once per holder (named), then `acquired` or `taken_over` after waiting.
     Lock {
         state: String,
         holder: Option<crate::lock::Holder>,
         message: String,
         waited_ms: Option<u64>,
+    },
+    /// A Canary's phase, weight or failed checks changed (`canary wait`).
+    Canary {
+        /// `namespace/name`, for the text line.
+        #[serde(skip)]
+        canary: String,
+        /// `Progressing, weight 25%, 1 failed check` and the like, for the text line.
+        #[serde(skip)]
+        description: String,
+        phase: Option<String>,
+        weight: i64,
+        #[serde(rename = "failedChecks")]
+        failed_checks: i64,
     },
 }
 
@@ -129,6 +142,11 @@ impl Reporter for PlainLines {
             }
             Event::Object { id, result } => format!("  {id} {result}"),
             Event::Notice { message } | Event::Lock { message, .. } => format!("note: {message}"),
+            Event::Canary {
+                canary,
+                description,
+                ..
+            } => format!("canary {canary}: {description}"),
         };
         let _ = writeln!(std::io::stderr(), "{line}");
     }
@@ -147,10 +165,12 @@ impl Reporter for JsonLines {
     }
 }
 
-/// On a terminal: a spinner per component that turns into a done or failed mark with its time.
+/// On a terminal: a spinner per component that turns into a done or failed mark with its time,
+/// and a canary's line rewritten in place (cleared at the end, where the final line says it all).
 pub struct Spinners {
     multi: MultiProgress,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
+    canary: Mutex<Option<ProgressBar>>,
 }
 
 impl Spinners {
@@ -158,7 +178,20 @@ impl Spinners {
         Spinners {
             multi: MultiProgress::new(),
             bars: Mutex::new(BTreeMap::new()),
+            canary: Mutex::new(None),
         }
+    }
+
+    fn canary_line(&self, message: String) {
+        let mut line = self.canary.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = line.get_or_insert_with(|| {
+            let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let pb = self.multi.add(ProgressBar::new_spinner().with_style(style));
+            pb.enable_steady_tick(Duration::from_millis(100));
+            pb
+        });
+        bar.set_message(message);
     }
 
     fn bar(&self, component: &str) -> ProgressBar {
@@ -221,10 +254,18 @@ impl Reporter for Spinners {
             Event::Notice { message } | Event::Lock { message, .. } => {
                 let _ = self.multi.println(format!("note: {message}"));
             }
+            Event::Canary {
+                canary,
+                description,
+                ..
+            } => self.canary_line(format!("canary {canary}: {description}")),
         }
     }
 
     fn finish(&self) {
+        if let Some(line) = self.canary.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            line.finish_and_clear();
+        }
         let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         for pb in bars.values() {
             if !pb.is_finished() {
@@ -234,7 +275,7 @@ impl Reporter for Spinners {
     }
 }
 
-/// Collects events in memory: for tests and for the summary.
+/// Collects events in memory: for tests, and for runs whose events are not shown (`plan` in text).
 #[derive(Default)]
 pub struct Recorder {
     pub events: Mutex<Vec<Event>>,
@@ -246,5 +287,38 @@ impl Reporter for Recorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(ev.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_events_keep_the_documented_json_shape() {
+        let ev = Event::Canary {
+            canary: "gridos/gridos".into(),
+            description: "Progressing, weight 25%, 0 failed checks".into(),
+            phase: Some("Progressing".into()),
+            weight: 25,
+            failed_checks: 0,
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"event":"canary","phase":"Progressing","weight":25,"failedChecks":0}"#
+        );
+    }
+
+    #[test]
+    fn component_events_are_tagged_in_snake_case() {
+        let ev = Event::Component {
+            component: "flagger".into(),
+            state: State::Done,
+            detail: "12 objects".into(),
+            elapsed_ms: Some(5),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["event"], "component");
+        assert_eq!(v["state"], "done");
     }
 }

@@ -52,6 +52,12 @@ pub fn asking() -> bool {
     ASKING.load(Ordering::SeqCst)
 }
 
+/// No colours in questions and progress (`--no-color`, `NO_COLOR`): both draw through `console`.
+pub fn disable_colors() {
+    dialoguer::console::set_colors_enabled(false);
+    dialoguer::console::set_colors_enabled_stderr(false);
+}
+
 /// Puts the terminal back as the questions found it (the picker hides the cursor while open).
 pub fn restore_terminal() {
     let _ = Term::stderr().show_cursor();

@@ -75,7 +75,7 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
         add(group, plural(o.api_version(), o.kind()), &WRITE_VERBS);
         // `auto` picks the ServiceMonitor group on the cluster at install time: allow both.
         if o.kind() == "ServiceMonitor" && values.service_monitor.enabled == Toggle::Auto {
-            for g in ["monitoring.coreos.com", "azmonitoring.coreos.com"] {
+            for g in crate::profile::SERVICE_MONITOR_GROUPS {
                 add(g, "servicemonitors".into(), &WRITE_VERBS);
             }
         }
@@ -103,42 +103,7 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
             ..Default::default()
         })
         .collect();
-    // Roles and ClusterRoles the render creates, and the roles its bindings refer to.
-    let mut escalate: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    let mut bind: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
-    for o in objects {
-        match o.kind() {
-            "ClusterRole" => {
-                escalate
-                    .entry("clusterroles")
-                    .or_default()
-                    .insert(o.name().into());
-            }
-            "Role" => {
-                escalate.entry("roles").or_default().insert(o.name().into());
-            }
-            "ClusterRoleBinding" | "RoleBinding" => {
-                let name = o.data["roleRef"]["name"].as_str().unwrap_or_default();
-                let resource = match o.data["roleRef"]["kind"].as_str() {
-                    Some("Role") => "roles",
-                    _ => "clusterroles",
-                };
-                bind.entry(resource).or_default().insert(name.into());
-            }
-            _ => {}
-        }
-    }
-    for (verb, map) in [("escalate", escalate), ("bind", bind)] {
-        for (resource, names) in map {
-            out.push(PolicyRule {
-                api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
-                resources: Some(vec![resource.into()]),
-                resource_names: Some(names.into_iter().collect()),
-                verbs: vec![verb.into()],
-                ..Default::default()
-            });
-        }
-    }
+    out.extend(role_rules(objects));
     // The run lock (see `lock`): its one Lease by name; RBAC cannot limit create to a name or a
     // ClusterRole to a namespace, so create is the one lease verb not tied to the lock's Lease.
     // watch: a waiting run watches the Lease (by name) instead of polling it.
@@ -169,6 +134,48 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
         verbs: vec!["get".into()],
         ..Default::default()
     });
+    out
+}
+
+/// `escalate` on exactly the Roles and ClusterRoles the render creates, `bind` on exactly the roles
+/// its bindings refer to.
+fn role_rules(objects: &[Object]) -> Vec<PolicyRule> {
+    let mut escalate: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut bind: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for o in objects {
+        match o.kind() {
+            "ClusterRole" => {
+                escalate
+                    .entry("clusterroles")
+                    .or_default()
+                    .insert(o.name().into());
+            }
+            "Role" => {
+                escalate.entry("roles").or_default().insert(o.name().into());
+            }
+            "ClusterRoleBinding" | "RoleBinding" => {
+                let name = o.data["roleRef"]["name"].as_str().unwrap_or_default();
+                let resource = match o.data["roleRef"]["kind"].as_str() {
+                    Some("Role") => "roles",
+                    _ => "clusterroles",
+                };
+                bind.entry(resource).or_default().insert(name.into());
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (verb, map) in [("escalate", escalate), ("bind", bind)] {
+        for (resource, names) in map {
+            out.push(PolicyRule {
+                api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+                resources: Some(vec![resource.into()]),
+                resource_names: Some(names.into_iter().collect()),
+                verbs: vec![verb.into()],
+                ..Default::default()
+            });
+        }
+    }
     out
 }
 

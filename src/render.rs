@@ -176,6 +176,9 @@ impl Object {
     }
 }
 
+/// Azure's annotation for an internal load balancer (a private frontend IP), "true" to set it.
+pub const INTERNAL_LB_ANNOTATION: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
+
 /// Annotations of the ingress controller's Service for the profile (design section 3).
 pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Json> {
     let mut a = serde_json::Map::new();
@@ -186,10 +189,7 @@ pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Jso
     );
     let private_link = v.front == Front::Frontdoor && v.front_door.private_link;
     if v.ingress_controller.service.internal || private_link {
-        a.insert(
-            "service.beta.kubernetes.io/azure-load-balancer-internal".into(),
-            json!("true"),
-        );
+        a.insert(INTERNAL_LB_ANNOTATION.into(), json!("true"));
     }
     if private_link {
         a.insert(

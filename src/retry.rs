@@ -6,8 +6,9 @@
 //! else (403, 404, 409, 422, ...) is the caller's to handle and is returned at once.
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::time::Duration;
+
+use backon::Retryable;
 
 use tokio::time::Instant;
 
@@ -26,15 +27,6 @@ pub const DEFAULT: Backoff = Backoff {
     max_delay: Duration::from_secs(4),
     budget: Duration::from_secs(90),
 };
-
-/// The command's own `--timeout`: no retry starts after it, whatever the backoff's budget says,
-/// so `install --timeout 20s` against a server gone for good ends near 20 s, not after 90.
-static RUN_DEADLINE: OnceLock<Instant> = OnceLock::new();
-
-/// Bounds every later retry of this process by `deadline` (the first call wins: one run per process).
-pub fn limit_to(deadline: Instant) {
-    let _ = RUN_DEADLINE.set(deadline);
-}
 
 /// When retrying must stop: the budget after the first attempt, or the run's deadline if sooner.
 fn give_up_at(start: Instant, b: &Backoff, deadline: Option<Instant>) -> Instant {
@@ -114,46 +106,59 @@ pub fn delay(b: &Backoff, attempt: u32, retry_after: Option<Duration>, jitter: f
         .saturating_mul(2u32.saturating_pow(attempt.min(20)))
         .min(b.max_delay);
     let jittered = exp / 2 + exp.mul_f64(jitter.clamp(0.0, 1.0) / 2.0);
+    honour_retry_after(b, jittered, retry_after)
+}
+
+/// A server's Retry-After lengthens a delay (up to the cap) and never shortens it.
+fn honour_retry_after(b: &Backoff, delay: Duration, retry_after: Option<Duration>) -> Duration {
     match retry_after {
-        Some(r) => r.min(b.max_delay).max(jittered),
-        None => jittered,
+        Some(r) => r.min(b.max_delay).max(delay),
+        None => delay,
     }
 }
 
 /// Runs `op` until it succeeds, fails permanently, or the budget is spent (the last error is returned).
-pub async fn retry<T, F, Fut>(what: &str, b: Backoff, mut op: F) -> Result<T, kube::Error>
+///
+/// `deadline` is the command's own `--timeout` (from its run context): no retry starts after it,
+/// whatever the backoff's budget says, so `install --timeout 20s` against a server gone for good
+/// ends near 20 s, not after 90. The loop is backon's; the delays are [`delay`]'s.
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    b: Backoff,
+    deadline: Option<Instant>,
+    op: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    let give_up = give_up_at(Instant::now(), &b, RUN_DEADLINE.get().copied());
-    let mut attempt = 0u32;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let Class::Transient { retry_after } = classify(&e) else {
-                    return Err(e);
-                };
-                let wait = delay(&b, attempt, retry_after, jitter_fraction());
-                if Instant::now() + wait > give_up {
-                    return Err(e);
-                }
-                tracing::info!("{what}: {e}; retrying in {}ms", wait.as_millis());
-                tokio::time::sleep(wait).await;
-                attempt = attempt.saturating_add(1);
-            }
-        }
-    }
+    let give_up = give_up_at(Instant::now(), &b, deadline);
+    op.retry(Delays::new(b))
+        .sleep(tokio::time::sleep)
+        .when(is_transient)
+        .adjust(|e, next| {
+            let retry_after = match classify(e) {
+                Class::Transient { retry_after } => retry_after,
+                Class::Permanent => None,
+            };
+            let wait = honour_retry_after(&b, next?, retry_after);
+            (Instant::now() + wait <= give_up).then_some(wait)
+        })
+        .notify(|e, wait| tracing::info!("{what}: {e}; retrying in {}ms", wait.as_millis()))
+        .await
 }
 
 /// [`retry`] with the [`DEFAULT`] backoff.
-pub async fn with_retry<T, F, Fut>(what: &str, op: F) -> Result<T, kube::Error>
+pub async fn with_retry<T, F, Fut>(
+    what: &str,
+    deadline: Option<Instant>,
+    op: F,
+) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
-    retry(what, DEFAULT, op).await
+    retry(what, DEFAULT, deadline, op).await
 }
 
 /// Whether a watch stream's error is one to re-watch through (kube-runtime relists on its own).
@@ -173,36 +178,41 @@ pub fn watch_error_is_transient(e: &kube::runtime::watcher::Error) -> bool {
     }
 }
 
-/// The same bounded, jittered backoff for kube-runtime's watchers, so a dropped watch is re-opened
-/// within seconds of the apiserver coming back (kube's default grows to 30 s).
+/// The delays of a [`Backoff`], one per retry: what backon's loop sleeps between API calls, and
+/// kube-runtime's watchers between re-watches, so a dropped watch is re-opened within seconds of
+/// the apiserver coming back (kube's default grows to 30 s).
 #[derive(Clone, Debug)]
-pub struct WatchBackoff {
+pub struct Delays {
+    backoff: Backoff,
     attempt: u32,
 }
 
-impl WatchBackoff {
-    pub fn new() -> Self {
-        WatchBackoff { attempt: 0 }
+impl Delays {
+    pub fn new(backoff: Backoff) -> Self {
+        Delays {
+            backoff,
+            attempt: 0,
+        }
     }
 }
 
-impl Default for WatchBackoff {
+impl Default for Delays {
     fn default() -> Self {
-        Self::new()
+        Self::new(DEFAULT)
     }
 }
 
-impl Iterator for WatchBackoff {
+impl Iterator for Delays {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let d = delay(&DEFAULT, self.attempt, None, jitter_fraction());
+        let d = delay(&self.backoff, self.attempt, None, jitter_fraction());
         self.attempt = self.attempt.saturating_add(1);
         Some(d)
     }
 }
 
-impl kube::runtime::utils::Backoff for WatchBackoff {
+impl kube::runtime::utils::Backoff for Delays {
     fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -311,7 +321,7 @@ mod tests {
             budget: Duration::from_secs(5),
         };
         let mut calls = 0;
-        let r = retry("t", b, || {
+        let r = retry("t", b, None, || {
             calls += 1;
             let n = calls;
             async move { if n < 3 { Err(api(503, "x", 0)) } else { Ok(n) } }
@@ -319,7 +329,7 @@ mod tests {
         .await;
         assert_eq!(r.ok(), Some(3));
         let mut calls = 0;
-        let r: Result<(), _> = retry("t", b, || {
+        let r: Result<(), _> = retry("t", b, None, || {
             calls += 1;
             async { Err(api(403, "forbidden", 0)) }
         })
@@ -331,7 +341,7 @@ mod tests {
             ..b
         };
         let mut calls = 0;
-        let r: Result<(), _> = retry("t", short, || {
+        let r: Result<(), _> = retry("t", short, None, || {
             calls += 1;
             async { Err(api(500, "x", 0)) }
         })

@@ -2,11 +2,13 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde::Serialize;
 
-use crate::apply::{self, Resolver};
-use crate::cluster::{self, ConnectRequest};
+use crate::apply::ApplyError;
+use crate::applyset::{self, ApplySetRecord};
+use crate::cluster::{self, Cluster, ConnectRequest};
 use crate::error::Error;
 
 #[derive(Clone, Debug, Serialize)]
@@ -22,7 +24,8 @@ pub struct CanaryStatus {
     pub namespace: String,
     pub name: String,
     pub phase: String,
-    pub weight: i64,
+    /// As Flagger wrote it: an integer, or a fraction that must not read as 0.
+    pub weight: serde_json::Number,
     pub failed_checks: i64,
     pub last_transition: String,
 }
@@ -90,100 +93,145 @@ impl StatusReport {
     }
 }
 
+/// Connects and reports.
 pub async fn status(connect: &ConnectRequest) -> Result<StatusReport, Error> {
     let cluster = cluster::connect(connect).await?;
-    let client = cluster.client;
-    let record = apply::read_record(&client).await?;
+    let record = applyset::read(&cluster.client, None)
+        .await
+        .map_err(|e| Error::Apply(ApplyError::Parent(e)))?;
+    status_of(&cluster, &record).await
+}
+
+/// The status of what `record` lists, on a connected cluster.
+pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<StatusReport, Error> {
+    let client = &cluster.client;
     let mut report = StatusReport {
-        context: cluster.context,
-        server: cluster.server,
+        context: cluster.context.clone(),
+        server: cluster.server.clone(),
         installed: record.exists,
         components: Vec::new(),
         address: None,
         internal: false,
         canaries: Vec::new(),
     };
-    for m in &record.members {
-        let Some(member) = apply::parse_member(m) else {
-            continue;
-        };
-        let (ns, name) = (
-            member.namespace.as_deref().unwrap_or_default(),
-            member.name.as_str(),
-        );
-        match member.kind.as_str() {
-            "Deployment" => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                if let Some(d) = api.get_opt(name).await.map_err(|e| Error::Api {
-                    context: format!("reading {m}"),
-                    source: e,
-                })? {
-                    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    let ready = d
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0);
-                    let rolled_out = crate::wait::deployment_is_rolled_out(&d);
-                    report.components.push(ComponentStatus {
-                        deployment: format!("{ns}/{name}"),
-                        ready,
-                        desired,
-                        rolled_out,
-                    });
-                } else {
-                    report.components.push(ComponentStatus {
-                        deployment: format!("{ns}/{name} (missing)"),
-                        ready: 0,
-                        desired: 1,
-                        rolled_out: false,
-                    });
-                }
-            }
+    for m in record.parsed_members() {
+        let ns = m.namespace.as_deref().unwrap_or_default();
+        match m.kind.as_str() {
+            "Deployment" => report
+                .components
+                .push(component(client, ns, &m.name).await?),
             "Service" => {
-                let api: Api<Service> = Api::namespaced(client.clone(), ns);
-                let live = api.get_opt(name).await.map_err(|e| Error::Api {
-                    context: format!("reading {m}"),
-                    source: e,
-                })?;
-                if let Some(s) = live.filter(|s| {
-                    s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("LoadBalancer")
-                }) {
-                    report.internal = s
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| {
-                            a.get("service.beta.kubernetes.io/azure-load-balancer-internal")
-                        })
-                        .is_some_and(|v| v == "true");
+                if let Some(s) = load_balancer(client, ns, &m.name).await? {
+                    report.internal = crate::plan::service_is_internal(&s);
                     report.address = crate::wait::service_address(&s);
                 }
             }
             _ => {}
         }
     }
-    let resolver = Resolver::new(&client).await?;
-    if let Some((ar, _)) = resolver.resolve_gvk("flagger.app/v1beta1", "Canary") {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| Error::Api {
+    report.canaries = canaries(client).await?;
+    Ok(report)
+}
+
+fn read_error(what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |e| Error::Api {
+        context: format!("reading {what}"),
+        source: e,
+    }
+}
+
+async fn component(client: &Client, ns: &str, name: &str) -> Result<ComponentStatus, Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(read_error(format!("Deployment {ns}/{name}")))?;
+    let Some(d) = live else {
+        return Ok(ComponentStatus {
+            deployment: format!("{ns}/{name} (missing)"),
+            ready: 0,
+            desired: 1,
+            rolled_out: false,
+        });
+    };
+    Ok(ComponentStatus {
+        deployment: format!("{ns}/{name}"),
+        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        rolled_out: crate::wait::deployment_is_rolled_out(&d),
+    })
+}
+
+/// The Service, if it is of type LoadBalancer.
+async fn load_balancer(client: &Client, ns: &str, name: &str) -> Result<Option<Service>, Error> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(read_error(format!("Service {ns}/{name}")))?;
+    Ok(live.filter(|s| s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("LoadBalancer")))
+}
+
+/// Every Canary in the cluster; none when Flagger's CRD is not served.
+async fn canaries(client: &Client) -> Result<Vec<CanaryStatus>, Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &crate::canary::resource());
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Api {
                 context: "listing Canaries".into(),
                 source: e,
-            })?;
-        for c in list.items {
-            let st = &c.data["status"];
-            report.canaries.push(CanaryStatus {
-                namespace: c.metadata.namespace.clone().unwrap_or_default(),
-                name: c.metadata.name.clone().unwrap_or_default(),
-                phase: st["phase"].as_str().unwrap_or("Pending").to_string(),
-                weight: st["canaryWeight"].as_i64().unwrap_or(0),
-                failed_checks: st["failedChecks"].as_i64().unwrap_or(0),
-                last_transition: st["lastTransitionTime"].as_str().unwrap_or("").to_string(),
             });
         }
+    };
+    Ok(list.items.iter().map(canary_status).collect())
+}
+
+fn canary_status(c: &DynamicObject) -> CanaryStatus {
+    let st = &c.data["status"];
+    CanaryStatus {
+        namespace: c.metadata.namespace.clone().unwrap_or_default(),
+        name: c.metadata.name.clone().unwrap_or_default(),
+        phase: st["phase"].as_str().unwrap_or("Pending").to_string(),
+        weight: weight_of(&st["canaryWeight"]),
+        failed_checks: st["failedChecks"].as_i64().unwrap_or(0),
+        last_transition: st["lastTransitionTime"].as_str().unwrap_or("").to_string(),
     }
-    Ok(report)
+}
+
+/// A weight as Flagger writes it: an integer, though a float (`12.5`) must not read as 0.
+fn weight_of(v: &serde_json::Value) -> serde_json::Number {
+    v.as_number().cloned().unwrap_or_else(|| 0.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_keep_their_fraction() {
+        assert_eq!(weight_of(&serde_json::json!(25)).to_string(), "25");
+        assert_eq!(weight_of(&serde_json::json!(12.5)).to_string(), "12.5");
+        assert_eq!(weight_of(&serde_json::json!(null)).to_string(), "0");
+        let c: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "a", "namespace": "b"},
+            "status": {"phase": "Progressing", "canaryWeight": 12.5, "failedChecks": 1}
+        }))
+        .unwrap();
+        let s = canary_status(&c);
+        assert_eq!(
+            (
+                s.phase.as_str(),
+                s.weight.to_string().as_str(),
+                s.failed_checks
+            ),
+            ("Progressing", "12.5", 1)
+        );
+    }
 }

@@ -4,18 +4,21 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
-use kube::discovery::{ApiResource, Scope};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::apply::{self, PARENT_NAME, PARENT_NAMESPACE, Resolver};
+use crate::apply::{self, ApplyError, ApplyOptions, Resolver};
+use crate::applyset::{self, ApplySetRecord, Ledger, PARENT_NAME, PARENT_NAMESPACE, Stale};
 use crate::cluster::{self, ConnectRequest};
+use crate::context::deadline_after;
 use crate::error::Error;
+use crate::interrupt::Interrupt;
 use crate::render::Wave;
+use crate::wait::WaitError;
 
 #[derive(Clone, Debug)]
 pub struct UninstallRequest {
@@ -55,7 +58,6 @@ pub const CONTENT_KINDS: [(&str, &str, &str); 12] = [
 
 /// Foreign objects in a namespace: not members, not owned by anything, not made by Kubernetes itself.
 async fn foreign_content(client: &Client, resolver: &Resolver, ns: &str) -> Vec<String> {
-    let id = apply::applyset_id();
     let mut found = Vec::new();
     let mut kinds: Vec<(String, String, String)> = CONTENT_KINDS
         .iter()
@@ -84,12 +86,7 @@ async fn foreign_content(client: &Client, resolver: &Resolver, ns: &str) -> Vec<
         };
         for o in list.items {
             let name = o.metadata.name.clone().unwrap_or_default();
-            let member = o
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(apply::PART_OF))
-                .is_some_and(|v| *v == id);
+            let member = applyset::is_member(o.metadata.labels.as_ref());
             let owned = o
                 .metadata
                 .owner_references
@@ -105,27 +102,11 @@ async fn foreign_content(client: &Client, resolver: &Resolver, ns: &str) -> Vec<
     found
 }
 
-fn api_for(
-    client: &Client,
-    ar: &ApiResource,
-    scope: &Scope,
-    ns: Option<&str>,
-) -> Api<DynamicObject> {
-    match (scope, ns) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, ar),
-        _ => Api::all_with(client.clone(), ar),
-    }
-}
-
-pub async fn uninstall(req: &UninstallRequest) -> Result<UninstallSummary, Error> {
-    uninstall_with(req, &crate::interrupt::Interrupt::new()).await
-}
-
-/// [`uninstall`] that starts no deletion once `interrupt` is requested and ends its waits; the
-/// record still lists what is left, so a re-run finishes the job.
+/// Starts no deletion once `interrupt` is requested and ends its waits; the record still lists
+/// what is left, so a re-run finishes the job.
 pub async fn uninstall_with(
     req: &UninstallRequest,
-    interrupt: &crate::interrupt::Interrupt,
+    interrupt: &Interrupt,
 ) -> Result<UninstallSummary, Error> {
     let cluster = cluster::connect(&req.connect).await?;
     let client = cluster.client;
@@ -159,30 +140,52 @@ pub async fn uninstall_with(
 async fn run_uninstall(
     req: &UninstallRequest,
     client: kube::Client,
-    interrupt: &crate::interrupt::Interrupt,
+    interrupt: &Interrupt,
 ) -> Result<UninstallSummary, Error> {
     // The deadline starts once the lock is held: waiting for it has its own limit.
-    let deadline = Instant::now() + req.timeout;
-    crate::retry::limit_to(deadline);
-    let record = apply::read_record(&client).await?;
+    let deadline = deadline_after(Instant::now(), req.timeout);
+    let record = applyset::read(&client, Some(deadline))
+        .await
+        .map_err(parent_error)?;
     let mut summary = UninstallSummary::default();
     if !record.exists {
         summary.nothing_installed = true;
         return Ok(summary);
     }
-    let resolver = Resolver::new(&client).await?;
-    let mut members = apply::stale(&record, &apply::ApplySetRecord::default());
-    // Reverse apply order: custom resources first, namespaces and CRDs last.
+    let run = Removal {
+        resolver: Resolver::new(&client, Some(deadline)).await?,
+        client,
+        deadline,
+        interrupt,
+    };
+    let (waves, namespaces) = sort_members(&record, req.purge_crds, &mut summary);
+    run.delete_members(&waves, &mut summary).await?;
+    run.delete_namespaces(&record, namespaces, &mut summary)
+        .await?;
+    interrupt.check()?;
+    run.forget_deleted(&record, &summary).await?;
+    Ok(summary)
+}
+
+fn parent_error(e: kube::Error) -> Error {
+    Error::Apply(ApplyError::Parent(e))
+}
+
+/// Members by wave in reverse apply order (custom resources first), and the namespaces apart;
+/// the CRDs are kept (in `summary`) without `purge_crds`.
+fn sort_members(
+    record: &ApplySetRecord,
+    purge_crds: bool,
+    summary: &mut UninstallSummary,
+) -> (Vec<Vec<Stale>>, Vec<Stale>) {
+    let mut members = record.parsed_members();
     members.sort_by_key(|m| std::cmp::Reverse(Wave::of(&m.kind)));
-    let mut remaining = record.clone();
     let mut namespaces = Vec::new();
-    let mut waves: Vec<Vec<apply::Stale>> = Vec::new();
+    let mut waves: Vec<Vec<Stale>> = Vec::new();
     for m in members {
-        if m.kind == "CustomResourceDefinition" && !req.purge_crds {
-            summary.kept.push((
-                m.id(),
-                "CRDs stay without --purge-crds (deleting them deletes every Canary)".into(),
-            ));
+        if m.kind == "CustomResourceDefinition" && !purge_crds {
+            let why = "CRDs stay without --purge-crds (deleting them deletes every Canary)";
+            summary.kept.push((m.id(), why.into()));
             continue;
         }
         if m.kind == "Namespace" {
@@ -199,94 +202,165 @@ async fn run_uninstall(
             _ => waves.push(vec![m]),
         }
     }
-    for wave in &waves {
-        interrupt.check()?;
-        for (s, deleted) in apply::prune_all(&client, &resolver, wave, false).await? {
-            if deleted {
-                summary.deleted.push(s.id());
+    (waves, namespaces)
+}
+
+/// What one uninstall shares between its steps.
+struct Removal<'a> {
+    client: Client,
+    resolver: Resolver,
+    deadline: Instant,
+    interrupt: &'a Interrupt,
+}
+
+impl Removal<'_> {
+    /// Deletes the members wave by wave, then waits until they are gone, so that namespace
+    /// content is judged on what is really left.
+    async fn delete_members(
+        &self,
+        waves: &[Vec<Stale>],
+        summary: &mut UninstallSummary,
+    ) -> Result<(), Error> {
+        let opts = ApplyOptions {
+            deadline: Some(self.deadline),
+            ..Default::default()
+        };
+        for wave in waves {
+            self.interrupt.check()?;
+            for (s, deleted) in apply::prune_all(&self.client, &self.resolver, wave, opts).await? {
+                if deleted {
+                    summary.deleted.push(s.id());
+                }
             }
         }
+        let waits = waves.iter().flatten().filter_map(|s| {
+            let api = self.resolver.api_for(
+                &self.client,
+                &s.api_version,
+                &s.kind,
+                s.namespace.as_deref(),
+            )?;
+            Some(self.gone(api, s.id(), s.name.clone(), None))
+        });
+        let results = self
+            .interrupt
+            .guard(async { Ok::<_, Error>(join_all(waits).await) })
+            .await?;
+        results.into_iter().collect()
     }
-    // Wait for the deleted objects to go, so namespace content is judged on what is really left.
-    let waits = waves.iter().flatten().filter_map(|s| {
-        let (ar, caps) = resolver.resolve_gvk(&s.api_version, &s.kind)?;
-        let api = api_for(&client, &ar, &caps.scope, s.namespace.as_deref());
-        let name = s.name.clone();
-        Some(async move {
-            let gone = |o: Option<&DynamicObject>| o.is_none();
-            let _ = tokio::time::timeout_at(deadline, await_condition(api, &name, gone)).await;
-        })
-    });
-    interrupt
-        .guard(async {
-            join_all(waits).await;
-            Ok::<_, Error>(())
-        })
-        .await?;
-    let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let mut deleting = Vec::new();
-    for ns in namespaces {
-        let id = ns.id();
-        if !record.created_namespaces.contains(&ns.name) {
-            summary
-                .kept
-                .push((id, "gridos-setup did not create it".into()));
-            continue;
+
+    /// Waits until the object is gone (or, with `uid`, that incarnation of it). A watch that fails
+    /// is not taken for "gone": the object is read once more to tell.
+    async fn gone<K>(
+        &self,
+        api: Api<K>,
+        id: String,
+        name: String,
+        uid: Option<String>,
+    ) -> Result<(), Error>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let cond = move |o: Option<&K>| match (&uid, o) {
+            (_, None) => true,
+            (Some(uid), Some(o)) => o.meta().uid.as_deref() != Some(uid.as_str()),
+            (None, Some(_)) => false,
+        };
+        let timeout = |reason: String| {
+            Error::Wait(WaitError::Timeout {
+                what: format!("{id} to be deleted"),
+                reason,
+            })
+        };
+        match tokio::time::timeout_at(self.deadline, await_condition(api.clone(), &name, cond))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => match api.get_opt(&name).await {
+                Ok(None) => Ok(()),
+                _ => Err(Error::Wait(WaitError::Failed {
+                    what: format!("watching {id} being deleted"),
+                    reason: format!("{e}, and it may still be there"),
+                })),
+            },
+            Err(_) => Err(timeout(
+                "it is still there (a finalizer or its content holds it; `kubectl describe` it)"
+                    .into(),
+            )),
         }
-        let foreign = foreign_content(&client, &resolver, &ns.name).await;
-        if !foreign.is_empty() {
-            let shown: Vec<_> = foreign.iter().take(3).cloned().collect();
-            summary.kept.push((
-                id,
-                format!(
+    }
+
+    /// Deletes the namespaces gridos-setup created and nothing foreign is inside, and waits for them.
+    async fn delete_namespaces(
+        &self,
+        record: &ApplySetRecord,
+        namespaces: Vec<Stale>,
+        summary: &mut UninstallSummary,
+    ) -> Result<(), Error> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let mut deleting = Vec::new();
+        for ns in namespaces {
+            let id = ns.id();
+            if !record.created_namespaces.contains(&ns.name) {
+                summary
+                    .kept
+                    .push((id, "gridos-setup did not create it".into()));
+                continue;
+            }
+            let foreign = foreign_content(&self.client, &self.resolver, &ns.name).await;
+            if !foreign.is_empty() {
+                let shown: Vec<_> = foreign.iter().take(3).cloned().collect();
+                let why = format!(
                     "it holds objects that are not gridos-setup's: {}",
                     shown.join(", ")
-                ),
-            ));
-            continue;
+                );
+                summary.kept.push((id, why));
+                continue;
+            }
+            self.interrupt.check()?;
+            if let Ok(Some(live)) = api.get_opt(&ns.name).await {
+                let _ = api.delete(&ns.name, &DeleteParams::background()).await;
+                let uid = live.metadata.uid;
+                deleting.push(self.gone(
+                    api.clone(),
+                    format!("namespace {}", ns.name),
+                    ns.name.clone(),
+                    uid,
+                ));
+                summary.deleted.push(id);
+            }
         }
-        interrupt.check()?;
-        if let Ok(Some(live)) = ns_api.get_opt(&ns.name).await {
-            let _ = ns_api.delete(&ns.name, &DeleteParams::background()).await;
-            deleting.push((ns.name.clone(), live.metadata.uid.unwrap_or_default()));
-            summary.deleted.push(id);
-        }
+        let results = self
+            .interrupt
+            .guard(async { Ok::<_, Error>(join_all(deleting).await) })
+            .await?;
+        results.into_iter().collect()
     }
-    let waits = deleting.iter().map(|(name, uid)| {
-        let api = ns_api.clone();
-        async move {
-            tokio::time::timeout_at(
-                deadline,
-                await_condition(api, name, conditions::is_deleted(uid)),
-            )
-            .await
-        }
-    });
-    let results = interrupt
-        .guard(async { Ok::<_, Error>(join_all(waits).await) })
-        .await?;
-    for (r, (name, _)) in results.into_iter().zip(&deleting) {
-        if r.is_err() {
-            return Err(Error::Wait(crate::wait::WaitError::Timeout {
-                what: format!("namespace {name} to be deleted"),
-                reason: "its content is still being removed (check `kubectl get all -n` it)".into(),
-            }));
-        }
-    }
-    // What stays recorded is exactly what was kept; everything else is gone or was never there.
-    interrupt.check()?;
-    let keep: BTreeSet<String> = summary.kept.iter().map(|(id, _)| id.clone()).collect();
-    remaining
-        .members
-        .retain(|m| apply::parse_member(m).is_some_and(|s| keep.contains(&s.id())));
-    if remaining.members.is_empty() {
-        let parents: Api<ConfigMap> = Api::namespaced(client.clone(), PARENT_NAMESPACE);
-        let _ = parents.delete(PARENT_NAME, &DeleteParams::default()).await;
-    } else {
+
+    /// What stays recorded is exactly what was kept; everything else is gone or was never there.
+    async fn forget_deleted(
+        &self,
+        record: &ApplySetRecord,
+        summary: &UninstallSummary,
+    ) -> Result<(), Error> {
+        let keep: BTreeSet<String> = summary.kept.iter().map(|(id, _)| id.clone()).collect();
+        let mut remaining = record.clone();
         remaining
-            .created_namespaces
-            .retain(|n| remaining.members.contains(&apply::namespace_member_id(n)));
-        apply::write_record(&client, &record, &remaining, false).await?;
+            .members
+            .retain(|m| applyset::parse_member(m).is_some_and(|s| keep.contains(&s.id())));
+        if remaining.members.is_empty() {
+            let parents: Api<ConfigMap> = Api::namespaced(self.client.clone(), PARENT_NAMESPACE);
+            let _ = parents.delete(PARENT_NAME, &DeleteParams::default()).await;
+            return Ok(());
+        }
+        remaining.created_namespaces.retain(|n| {
+            remaining
+                .members
+                .contains(&applyset::namespace_member_id(n))
+        });
+        Ledger::new(self.client.clone(), record, Some(self.deadline))
+            .finish(&remaining)
+            .await
+            .map_err(parent_error)
     }
-    Ok(summary)
 }

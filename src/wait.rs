@@ -5,8 +5,6 @@
 //! not used for rollouts and addresses: `is_deployment_completed` ignores observedGeneration and
 //! `is_service_loadbalancer_provisioned` accepts an empty ingress list.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
@@ -112,7 +110,7 @@ where
     // change in between is missed) instead of failing the wait.
     let fields = format!("metadata.name={name}");
     let stream = watcher(api, watcher::Config::default().fields(&fields))
-        .backoff(crate::retry::WatchBackoff::new());
+        .backoff(crate::retry::Delays::default());
     let find = async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
@@ -348,7 +346,7 @@ pub async fn load_balancer_address(
     let selector = format!("involvedObject.kind=Service,involvedObject.name={name}");
     let mut last_events: Vec<String> = Vec::new();
     let event_stream = watcher(events, watcher::Config::default().fields(&selector))
-        .backoff(crate::retry::WatchBackoff::new())
+        .backoff(crate::retry::Delays::default())
         .filter_map(|e| async move {
             match e {
                 Ok(watcher::Event::Apply(ev)) | Ok(watcher::Event::InitApply(ev)) => Some(ev),
@@ -406,7 +404,104 @@ pub async fn load_balancer_address(
     }
 }
 
-/// Time left before a deadline, for messages.
-pub fn left(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(v: serde_json::Value) -> Deployment {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Generation 2, 2 replicas wanted; `status` as given.
+    fn with_status(status: serde_json::Value) -> Deployment {
+        deployment(serde_json::json!({
+            "metadata": {"name": "d", "generation": 2},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+    }
+
+    #[test]
+    fn rolled_out_needs_the_current_generation_and_every_replica() {
+        let done = serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+            "readyReplicas": 2, "availableReplicas": 2});
+        assert!(deployment_is_rolled_out(&with_status(done.clone())));
+        for (field, value) in [
+            ("observedGeneration", 1),
+            ("updatedReplicas", 1),
+            ("readyReplicas", 1),
+            ("availableReplicas", 1),
+            // An old ReplicaSet's pod still running next to the new ones.
+            ("replicas", 3),
+        ] {
+            let mut status = done.clone();
+            status[field] = value.into();
+            assert!(
+                !deployment_is_rolled_out(&with_status(status)),
+                "{field} = {value}"
+            );
+        }
+        assert!(!deployment_is_rolled_out(&deployment(
+            serde_json::json!({"metadata": {"generation": 1}})
+        )));
+    }
+
+    #[test]
+    fn a_failed_rollout_is_the_current_generations_progress_deadline() {
+        let deadline = |observed: i64| {
+            with_status(
+                serde_json::json!({"observedGeneration": observed, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": "ReplicaSet \"d-1\" has timed out progressing."}]}),
+            )
+        };
+        assert_eq!(
+            deployment_failure(&deadline(2)).as_deref(),
+            Some("ReplicaSet \"d-1\" has timed out progressing.")
+        );
+        // A condition about the previous generation says nothing about this rollout.
+        assert_eq!(deployment_failure(&deadline(1)), None);
+        let progressing = with_status(serde_json::json!({"observedGeneration": 2, "conditions": [
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}));
+        assert_eq!(deployment_failure(&progressing), None);
+    }
+
+    #[test]
+    fn an_address_is_the_first_non_empty_ip_or_hostname() {
+        let svc = |ingress: serde_json::Value| -> Service {
+            serde_json::from_value(
+                serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(service_address(&svc(serde_json::json!([]))), None);
+        assert_eq!(
+            service_address(&svc(
+                serde_json::json!([{"ip": ""}, {"hostname": "lb.example.com"}])
+            )),
+            Some("lb.example.com".into())
+        );
+        assert_eq!(
+            service_address(&svc(
+                serde_json::json!([{"ip": "203.0.113.7", "hostname": "x"}])
+            )),
+            Some("203.0.113.7".into())
+        );
+        assert_eq!(service_address(&Service::default()), None);
+    }
+
+    #[test]
+    fn crds_are_established_only_by_a_true_condition() {
+        let crd = |status: &str| -> CustomResourceDefinition {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "canaries.flagger.app"},
+                "spec": {"group": "flagger.app", "names": {"kind": "Canary", "plural": "canaries"},
+                         "scope": "Namespaced", "versions": []},
+                "status": {"conditions": [{"type": "Established", "status": status}]}
+            }))
+            .unwrap()
+        };
+        assert!(crd_is_established(&crd("True")));
+        assert!(!crd_is_established(&crd("False")));
+    }
 }

@@ -19,7 +19,7 @@ const HOST: &str = "app.example.com";
 /// resourceVersion that moves with it): cluster-scoped kinds, the namespaces' content, and
 /// kube-system's ConfigMaps (where the ApplySet record would go).
 async fn snapshot(c: &Client) -> BTreeMap<String, serde_json::Value> {
-    let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(c, None).await.unwrap();
     let mut out = BTreeMap::new();
     for (av, kind) in [
         ("v1", "Namespace"),
@@ -258,11 +258,11 @@ async fn adopt_and_check(profile: &str, internal: bool, interrupted: bool) {
     assert_eq!(address_after, address, "the same load-balancer address");
 
     // No Helm marks (labels, annotations, field manager) on any object gridos-setup now owns.
-    let record = gridos_setup::apply::read_record(&c).await.unwrap();
-    let resolver = gridos_setup::apply::Resolver::new(&c).await.unwrap();
+    let record = gridos_setup::applyset::read(&c, None).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(&c, None).await.unwrap();
     let mut marked = Vec::new();
     for m in &record.members {
-        let s = gridos_setup::apply::parse_member(m).unwrap();
+        let s = gridos_setup::applyset::parse_member(m).unwrap();
         let (ar, caps) = resolver.resolve_gvk(&s.api_version, &s.kind).unwrap();
         let api: Api<DynamicObject> = match (caps.scope, &s.namespace) {
             (kube::discovery::Scope::Namespaced, Some(ns)) => {
@@ -290,7 +290,7 @@ async fn adopt_and_check(profile: &str, internal: bool, interrupted: bool) {
     for id in &state.release_objects {
         let parts: Vec<&str> = id.split('/').collect();
         let rendered = record.members.iter().any(|m| {
-            let s = gridos_setup::apply::parse_member(m).unwrap();
+            let s = gridos_setup::applyset::parse_member(m).unwrap();
             s.id() == *id
         });
         if rendered || parts[0] == "Namespace" {

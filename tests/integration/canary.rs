@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use gridos_setup::apply::{ApplyOptions, Resolver, apply_one, with_membership};
+use gridos_setup::apply::{ApplyOptions, Resolver, apply_one};
+use gridos_setup::applyset::with_membership;
 use gridos_setup::profile::{ProfileSource, ValuesRequest, resolve};
 use gridos_setup::render::{Object, RenderInputs, render};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -40,7 +41,7 @@ async fn canary_crd(c: &Client) {
         .into_iter()
         .find(|o| o.kind() == "CustomResourceDefinition" && o.name() == "canaries.flagger.app")
         .expect("the render has the canaries CRD");
-    let resolver = Resolver::new(c).await.expect("discovery");
+    let resolver = Resolver::new(c, None).await.expect("discovery");
     apply_one(
         c,
         &resolver,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use gridos_setup::apply::FIELD_MANAGER;
-use gridos_setup::install::{ADMISSION_SECRET, ADMISSION_SERVICE};
+use gridos_setup::applyset::FIELD_MANAGER;
+use gridos_setup::plan::{ADMISSION_SECRET, ADMISSION_SERVICE};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;

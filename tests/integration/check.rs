@@ -186,7 +186,7 @@ async fn cluster_check_after_install() {
     );
 
     // A missing Canary is a failure with its fix.
-    let resolver = gridos_setup::apply::Resolver::new(&c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(&c, None).await.unwrap();
     let (ar, _) = resolver
         .resolve_gvk("flagger.app/v1beta1", "Canary")
         .unwrap();

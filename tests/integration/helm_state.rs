@@ -555,7 +555,7 @@ fn record(
 /// appgw variant (the controller Service on an internal load balancer). Namespaces are made as
 /// `helm install --create-namespace` makes them.
 pub async fn create_helm_state(c: &Client, internal: bool) -> HelmState {
-    let resolver = gridos_setup::apply::Resolver::new(c)
+    let resolver = gridos_setup::apply::Resolver::new(c, None)
         .await
         .expect("discovery");
     for ns in ["ingress-nginx", "test"] {

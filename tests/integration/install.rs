@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use gridos_setup::apply::{PARENT_NAME, PARENT_NAMESPACE};
+use gridos_setup::applyset::{PARENT_NAME, PARENT_NAMESPACE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::Client;
@@ -32,7 +32,7 @@ async fn member_versions(c: &Client) -> BTreeMap<String, String> {
         .get("members")
         .cloned()
         .unwrap_or_default();
-    let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(c, None).await.unwrap();
     let mut out = BTreeMap::new();
     for line in members.lines() {
         let parts: Vec<&str> = line.split(' ').collect();

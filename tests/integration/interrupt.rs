@@ -12,7 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use gridos_setup::apply::{self, Resolver};
+use gridos_setup::apply::Resolver;
+use gridos_setup::applyset;
 use gridos_setup::cluster::ConnectRequest;
 use gridos_setup::install::InstallRequest;
 use gridos_setup::profile::{ProfileSource, ValuesRequest};
@@ -180,10 +181,10 @@ pub async fn assert_matches_clean_install(c: &Client) {
         adopt_helm: false,
         keep_helm_history: false,
     };
-    let p = gridos_setup::install::prepare(&req)
+    let p = gridos_setup::install::plan(&req)
         .await
         .unwrap_or_else(|e| panic!("render against the cluster: {}", e.one_line()));
-    let resolver = Resolver::new(c).await.expect("discovery");
+    let resolver = Resolver::new(c, None).await.expect("discovery");
     let mut problems = Vec::new();
     for o in &p.objects {
         let (ar, caps) = resolver
@@ -209,15 +210,15 @@ pub async fn assert_matches_clean_install(c: &Client) {
         "differs from a clean install:\n{}",
         problems.join("\n")
     );
-    let record = apply::read_record(c).await.expect("record");
-    let rendered: BTreeSet<String> = p.objects.iter().map(apply::member_id).collect();
+    let record = applyset::read(c, None).await.expect("record");
+    let rendered: BTreeSet<String> = p.objects.iter().map(applyset::member_id).collect();
     assert_eq!(
         record.members, rendered,
         "the ApplySet record lists exactly the rendered objects"
     );
     // The install-time input: whatever certificate the runs chose, the webhook trusts its CA.
     let secret = Api::<Secret>::namespaced(c.clone(), "ingress-nginx")
-        .get(gridos_setup::install::ADMISSION_SECRET)
+        .get(gridos_setup::plan::ADMISSION_SECRET)
         .await
         .expect("webhook Secret");
     let ca = secret
@@ -408,8 +409,23 @@ async fn cluster_sigint_stops_an_uninstall_with_130_and_a_rerun_finishes_it() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("uninstall");
-    // Deleting the namespaces takes ~10 s: at 1.5 s the run is deleting or waiting.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Custom resources go first and the namespaces last (~10 s): once the Canary is gone the run is
+    // mid-uninstall, deleting or waiting.
+    let canaries: Api<DynamicObject> =
+        Api::namespaced_with(c.clone(), "gridos", &gridos_setup::canary::resource());
+    let started = Instant::now();
+    while canaries
+        .get_opt("gridos")
+        .await
+        .expect("read the Canary")
+        .is_some()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "uninstall never started deleting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&child, "INT");
     let (code, took) = wait_exit(&mut child, 10);
     let mut err = String::new();
@@ -423,7 +439,7 @@ async fn cluster_sigint_stops_an_uninstall_with_130_and_a_rerun_finishes_it() {
     let out = crate::util::gridos_k(&["uninstall", "--yes"]);
     ok(&out);
     // Only the CRDs stay (kept without --purge-crds), as after an uninstall never interrupted.
-    let record = apply::read_record(&c).await.expect("record");
+    let record = applyset::read(&c, None).await.expect("record");
     let left: Vec<_> = record
         .members
         .iter()

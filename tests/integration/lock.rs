@@ -47,7 +47,7 @@ async fn held_by(c: &Client, pid: u32, secs: u64) {
 /// The webhook Secret's CA and every caBundle of the webhook configuration are the same bytes.
 async fn webhook_ca_matches(c: &Client) -> bool {
     let secret = Api::<Secret>::namespaced(c.clone(), "ingress-nginx")
-        .get(gridos_setup::install::ADMISSION_SECRET)
+        .get(gridos_setup::plan::ADMISSION_SECRET)
         .await
         .expect("webhook Secret");
     let ca = secret.data.unwrap_or_default().get("ca.crt").cloned();
@@ -74,7 +74,7 @@ async fn cluster_lock_three_installs_at_once_ten_times_wait_in_turn_and_agree_on
         if round > 0 {
             secrets
                 .delete(
-                    gridos_setup::install::ADMISSION_SECRET,
+                    gridos_setup::plan::ADMISSION_SECRET,
                     &DeleteParams::default(),
                 )
                 .await
@@ -160,7 +160,7 @@ async fn cluster_lock_an_install_racing_an_uninstall_ends_installed_or_uninstall
     let (u, i) = (uninstall.join_output(), install.join_output());
     ok(&u);
     ok(&i);
-    let record = gridos_setup::apply::read_record(&c).await.unwrap();
+    let record = gridos_setup::applyset::read(&c, None).await.unwrap();
     // After an uninstall the record lists only the CRDs it keeps (no --purge-crds).
     let installed = record
         .members
@@ -178,8 +178,8 @@ async fn cluster_lock_an_install_racing_an_uninstall_ends_installed_or_uninstall
         // Uninstalled: nothing of the set is left but the CRDs uninstall keeps.
         let lp = ListParams::default().labels(&format!(
             "{}={}",
-            gridos_setup::apply::PART_OF,
-            gridos_setup::apply::applyset_id()
+            gridos_setup::applyset::PART_OF,
+            gridos_setup::applyset::applyset_id()
         ));
         for (av, kind) in [
             ("apps/v1", "Deployment"),
@@ -191,7 +191,7 @@ async fn cluster_lock_an_install_racing_an_uninstall_ends_installed_or_uninstall
             ),
             ("rbac.authorization.k8s.io/v1", "ClusterRole"),
         ] {
-            let resolver = gridos_setup::apply::Resolver::new(&c).await.unwrap();
+            let resolver = gridos_setup::apply::Resolver::new(&c, None).await.unwrap();
             let (ar, _) = resolver.resolve_gvk(av, kind).unwrap();
             let left = Api::<kube::api::DynamicObject>::all_with(c.clone(), &ar)
                 .list(&lp)
@@ -326,7 +326,7 @@ async fn cluster_lock_a_live_holder_past_the_limit_exits_3_naming_it_and_writes_
         "{last}"
     );
     assert!(
-        !gridos_setup::apply::read_record(&c).await.unwrap().exists,
+        !gridos_setup::applyset::read(&c, None).await.unwrap().exists,
         "nothing written"
     );
     // The holder's Lease is untouched; only it releases it.

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gridos_setup::apply::{PARENT_NAME, PARENT_NAMESPACE};
+use gridos_setup::applyset::{PARENT_NAME, PARENT_NAMESPACE};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use rexpect::process::WaitStatus;

@@ -124,7 +124,7 @@ fn rbac_refuses_a_malformed_serviceaccount() {
 /// Applies (as admin) the printed role with `rules` and its binding to ServiceAccount `ns:sa`.
 async fn bind(c: &Client, ns: &str, sa: &str, rules: &[PolicyRule]) {
     let docs = rbac_docs(&["--serviceaccount", &format!("{ns}:{sa}")]);
-    let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(c, None).await.unwrap();
     for mut doc in docs {
         if doc["kind"] == "ClusterRole" {
             doc["rules"] = serde_json::to_value(rules).unwrap();
@@ -245,7 +245,7 @@ fn named(r: &PolicyRule) -> String {
 
 /// (id, resourceVersion) of everything an install would touch, to show a refused one touched nothing.
 async fn snapshot(c: &Client) -> BTreeMap<String, String> {
-    let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(c, None).await.unwrap();
     let mut out = BTreeMap::new();
     for (av, kind, ns) in [
         ("v1", "Namespace", None),

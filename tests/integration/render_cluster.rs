@@ -2,7 +2,8 @@
 //! Canary comes back unpruned, and every Deployment is admitted under the Pod Security labels and
 //! becomes Available.
 
-use gridos_setup::apply::{ApplyOptions, Resolver, apply_one, with_membership};
+use gridos_setup::apply::{ApplyOptions, Resolver, apply_one};
+use gridos_setup::applyset::with_membership;
 use gridos_setup::profile::{ProfileSource, ValuesRequest, resolve};
 use gridos_setup::render::{Object, RenderInputs, Wave, render};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -57,7 +58,7 @@ async fn established(c: &Client, crd: &str) {
 /// Applies the foundation wave (namespaces, CRDs) for real, waits for the CRDs, then applies the rest
 /// with `dry_run` as given. Returns the server's answers for the rest.
 async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<DynamicObject> {
-    let resolver = Resolver::new(c).await.unwrap();
+    let resolver = Resolver::new(c, None).await.unwrap();
     let (foundation, rest): (Vec<_>, Vec<_>) =
         objects.iter().partition(|o| o.wave() == Wave::Foundation);
     for o in &foundation {
@@ -72,12 +73,12 @@ async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<Dynam
         established(c, o.name()).await;
     }
     // A new kind resolves only once discovery has seen it.
-    let resolver = Resolver::new(c).await.unwrap();
+    let resolver = Resolver::new(c, None).await.unwrap();
     let mut out = Vec::new();
     for o in rest {
         let opts = ApplyOptions {
             dry_run,
-            force: false,
+            ..Default::default()
         };
         out.push(
             apply_one(c, &resolver, o, opts, false)
@@ -141,7 +142,7 @@ async fn cluster_a_full_canary_comes_back_unpruned() {
     apply_waves(&c, &objects, false).await;
     let mut canary = fixture("canary-full.yaml");
     canary.data["metadata"]["namespace"] = "gridos".into();
-    let resolver = Resolver::new(&c).await.unwrap();
+    let resolver = Resolver::new(&c, None).await.unwrap();
     let got = apply_one(&c, &resolver, &canary, ApplyOptions::default(), false)
         .await
         .unwrap();

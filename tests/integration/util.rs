@@ -125,8 +125,8 @@ pub async fn reset(c: &Client) {
     let dp = DeleteParams::default();
     let member = ListParams::default().labels(&format!(
         "{}={}",
-        gridos_setup::apply::PART_OF,
-        gridos_setup::apply::applyset_id()
+        gridos_setup::applyset::PART_OF,
+        gridos_setup::applyset::applyset_id()
     ));
     async fn delete_all<K>(api: Api<K>, lp: &ListParams)
     where
@@ -219,7 +219,7 @@ pub async fn apply_fixture(c: &Client, name: &str) {
         template: name.into(),
         data,
     };
-    let resolver = gridos_setup::apply::Resolver::new(c).await.unwrap();
+    let resolver = gridos_setup::apply::Resolver::new(c, None).await.unwrap();
     let (ar, _) = resolver.resolve(&obj).unwrap();
     let api: Api<kube::api::DynamicObject> = Api::all_with(c.clone(), &ar);
     api.patch(
