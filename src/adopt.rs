@@ -47,6 +47,9 @@ const INSTANCE: &str = "app.kubernetes.io/instance";
 /// ca/cert/key. A Secret's type cannot change, so this one is replaced, not taken over.
 const TLS_TYPE: &str = "kubernetes.io/tls";
 
+/// Tries of the conditional patch that removes Helm's marks (about 5 s in all).
+const STRIP_ATTEMPTS: u32 = 15;
+
 /// Kinds the three charts create (ingress-nginx 4.x, flagger 1.x with prometheus.install,
 /// loadtester 0.x): where the release's objects are looked for.
 const KINDS: [(&str, &str); 16] = [
@@ -650,14 +653,20 @@ pub async fn strip(
             continue;
         };
         let mut meta = live.metadata.clone();
-        for attempt in 0..3 {
+        // Conditional on the version read: the managed fields are written whole, so another
+        // writer's entry must not be lost. A rolling Deployment changes often; read and try again.
+        for attempt in 0..STRIP_ATTEMPTS {
             let patch = strip_patch(&meta);
             match api
                 .patch(o.name(), &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => break,
-                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 2 => {
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt + 1 < STRIP_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        50 * u64::from(attempt + 1),
+                    ))
+                    .await;
                     let fresh = api
                         .get(o.name())
                         .await
