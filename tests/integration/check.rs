@@ -161,19 +161,7 @@ async fn cluster_check_after_install() {
         .await
         .unwrap();
     // As a renewal would, the webhook trusts the new CA (else check fails on the mismatch).
-    let vwcs: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
-        Api::all(c.clone());
-    let mut vwc = vwcs.get("ingress-nginx-admission").await.unwrap();
-    for w in vwc.webhooks.iter_mut().flatten() {
-        w.client_config.ca_bundle = Some(k8s_openapi::ByteString(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &short.ca_bundle)
-                .unwrap(),
-        ));
-    }
-    vwc.metadata.managed_fields = None;
-    vwcs.replace("ingress-nginx-admission", &PostParams::default(), &vwc)
-        .await
-        .unwrap();
+    crate::util::set_webhook_ca_bundle(&c, &short.ca_bundle).await;
     let text = ok(&gridos_k(&["check"]));
     assert!(
         text.contains("[pass] webhook CA: the webhook trusts the CA of Secret ingress-nginx/ingress-nginx-admission"),

@@ -44,6 +44,15 @@ async fn held_by(c: &Client, pid: u32, secs: u64) {
     }
 }
 
+/// The `taken_over` lock event of a run's `-o json` output: the line and its JSON.
+fn takeover_event(text: &str) -> (&str, serde_json::Value) {
+    let took = text
+        .lines()
+        .find(|l| l.contains("\"state\":\"taken_over\""))
+        .unwrap_or_else(|| panic!("a takeover event:\n{text}"));
+    (took, serde_json::from_str(took).unwrap())
+}
+
 /// The webhook Secret's CA and every caBundle of the webhook configuration are the same bytes.
 async fn webhook_ca_matches(c: &Client) -> bool {
     let secret = Api::<Secret>::namespaced(c.clone(), "ingress-nginx")
@@ -241,11 +250,7 @@ async fn cluster_lock_a_sigkilled_holder_is_taken_over_and_sigint_releases_at_on
     let t = Instant::now();
     let out = install_command(&[]).output().unwrap();
     let text = ok(&out);
-    let took = text
-        .lines()
-        .find(|l| l.contains("\"state\":\"taken_over\""))
-        .unwrap_or_else(|| panic!("a takeover event:\n{text}"));
-    let v: serde_json::Value = serde_json::from_str(took).unwrap();
+    let (took, v) = takeover_event(&text);
     assert!(
         v["waited_ms"].as_u64().unwrap() < 2000,
         "a dead local holder is taken over at once: {took}"
@@ -268,11 +273,7 @@ async fn cluster_lock_a_sigkilled_holder_is_taken_over_and_sigint_releases_at_on
     let t = Instant::now();
     let out = install_command(&[]).output().unwrap();
     let text = ok(&out);
-    let took = text
-        .lines()
-        .find(|l| l.contains("\"state\":\"taken_over\""))
-        .unwrap_or_else(|| panic!("a takeover event:\n{text}"));
-    let v: serde_json::Value = serde_json::from_str(took).unwrap();
+    let (took, v) = takeover_event(&text);
     let waited = Duration::from_millis(v["waited_ms"].as_u64().unwrap());
     assert!(
         waited >= LEASE_DURATION - Duration::from_secs(1)
@@ -369,18 +370,7 @@ async fn cluster_lock_check_fails_when_the_webhook_ca_bundle_is_not_the_secrets_
         Duration::from_secs(86400),
     )
     .unwrap();
-    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(c.clone());
-    let mut vwc = vwcs.get("ingress-nginx-admission").await.unwrap();
-    for w in vwc.webhooks.iter_mut().flatten() {
-        w.client_config.ca_bundle = Some(k8s_openapi::ByteString(
-            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &other.ca_bundle)
-                .unwrap(),
-        ));
-    }
-    vwc.metadata.managed_fields = None;
-    vwcs.replace("ingress-nginx-admission", &PostParams::default(), &vwc)
-        .await
-        .unwrap();
+    crate::util::set_webhook_ca_bundle(&c, &other.ca_bundle).await;
     let out = gridos_k(&["check"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");

@@ -357,3 +357,20 @@ pub fn gridos_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     all.extend_from_slice(&["--kubeconfig", &kc]);
     gridos(&all)
 }
+
+/// Points every webhook of the ingress-nginx ValidatingWebhookConfiguration at the CA
+/// `ca_bundle` (base64 PEM, as `certs::generate` gives it): a renewal, or a lost race.
+pub async fn set_webhook_ca_bundle(c: &Client, ca_bundle: &str) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(c.clone());
+    let mut vwc = vwcs.get("ingress-nginx-admission").await.unwrap();
+    let pem =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_bundle).unwrap();
+    for w in vwc.webhooks.iter_mut().flatten() {
+        w.client_config.ca_bundle = Some(k8s_openapi::ByteString(pem.clone()));
+    }
+    vwc.metadata.managed_fields = None;
+    vwcs.replace("ingress-nginx-admission", &PostParams::default(), &vwc)
+        .await
+        .unwrap();
+}
