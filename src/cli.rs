@@ -76,6 +76,12 @@ pub struct ApplyArgs {
     /// Take ownership of fields another tool (helm, kubectl, the AKS add-on) manages.
     #[arg(long)]
     pub force_conflicts: bool,
+    /// Take over ingress-nginx, Flagger and the load tester from the Helm releases install-flagger.sh made, keeping the controller Service and its address.
+    #[arg(long)]
+    pub adopt_helm: bool,
+    /// With --adopt-helm: keep Helm's release records (`helm list` keeps showing the releases).
+    #[arg(long, requires = "adopt_helm")]
+    pub keep_helm_history: bool,
     /// Output: text for people, json (one event per line, then a summary object) for pipelines.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: Output,
@@ -112,6 +118,9 @@ pub enum Command {
         /// After the install, run the `az network dns` commands for the records whose value is known (needs --dns-zone and az).
         #[arg(long)]
         apply_dns: bool,
+        /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION", value_parser = parse_timeout)]
+        lock_timeout: Duration,
     },
     /// Show what install would create, change, leave unchanged or prune (server-side dry run).
     #[command(
@@ -149,6 +158,9 @@ pub enum Command {
         /// How long to wait for everything to be gone (1s to 24h).
         #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_timeout)]
         timeout: Duration,
+        /// How long to wait for another run's lock on this cluster (one writing run at a time), e.g. 90s, 10m.
+        #[arg(long, default_value = gridos_setup::lock::DEFAULT_WAIT, value_name = "DURATION", value_parser = parse_timeout)]
+        lock_timeout: Duration,
     },
     /// Print the complete install for a profile as multi-document YAML, without touching a cluster.
     #[command(
@@ -345,6 +357,9 @@ fn install_request(args: &Args, apply: &ApplyArgs, dry_run: bool, no_wait: bool)
         no_wait,
         timeout: apply.timeout,
         force_conflicts: apply.force_conflicts,
+        lock_wait: None,
+        adopt_helm: apply.adopt_helm,
+        keep_helm_history: apply.keep_helm_history,
     }
 }
 
@@ -410,6 +425,10 @@ fn print_summary(
                 summary.count(Outcome::Pruned),
                 summary.durations.total_ms as f64 / 1000.0
             ));
+            for line in summary.adoption.iter().flat_map(|a| a.lines()) {
+                text.push_str(&line);
+                text.push('\n');
+            }
             if let Some(a) = &summary.address {
                 let scope = if summary.internal {
                     "internal"
@@ -517,6 +536,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             no_wait,
             dns_zone,
             apply_dns,
+            lock_timeout,
         } => {
             let flags = InstallFlags {
                 yes: *yes,
@@ -524,6 +544,7 @@ pub async fn run(args: Args) -> Result<i32, Error> {
                 no_wait: *no_wait,
                 dns_zone: dns_zone.as_ref(),
                 apply_dns: *apply_dns,
+                lock_timeout: *lock_timeout,
             };
             install_command(&args, apply, &flags).await
         }
@@ -537,7 +558,8 @@ pub async fn run(args: Args) -> Result<i32, Error> {
             yes,
             purge_crds,
             timeout,
-        } => uninstall_command(&args, *yes, *purge_crds, *timeout).await,
+            lock_timeout,
+        } => uninstall_command(&args, *yes, *purge_crds, *timeout, *lock_timeout).await,
         Command::Render { values } => render_command(values),
         Command::Check {
             pre,
@@ -581,6 +603,7 @@ struct InstallFlags<'a> {
     no_wait: bool,
     dns_zone: Option<&'a DnsZone>,
     apply_dns: bool,
+    lock_timeout: Duration,
 }
 
 /// `install`: questions for what is missing (on a terminal), one plan, then its diff (`--dry-run`),
@@ -613,12 +636,42 @@ async fn install_command(
     if let Some(z) = f.dns_zone {
         z.check_host(&values.host)?;
     }
-    let mut plan = INTERRUPT
-        .guard(install::plan_values(&req, values))
-        .await
-        .map_err(|e| install::before_any_write(e, &INTERRUPT))?;
     let format = format_of(apply.output);
     let reporter = progress::reporter(format, terminal);
+    // With --yes the plan is made under the run lock; a confirmation is asked without holding
+    // it, and the confirmed install plans again under it (a person may take minutes to answer).
+    if f.yes {
+        req.lock_wait = Some(f.lock_timeout);
+    }
+    let first = INTERRUPT
+        .guard(install::plan_locked(
+            &req,
+            values.clone(),
+            reporter.as_ref(),
+            &INTERRUPT,
+        ))
+        .await
+        .map_err(|e| install::before_any_write(e, &INTERRUPT));
+    let mut plan = match first {
+        // On a terminal, the Helm releases' adoption is offered instead of refused.
+        Err(Error::Adopt(e @ gridos_setup::adopt::AdoptError::HelmInstalled { .. }))
+            if terminal && !f.yes && !f.dry_run =>
+        {
+            eprintln!("{e}");
+            if !prompt::confirm(
+                "Take them over (--adopt-helm: the controller Service and its load-balancer address stay)?",
+            )? {
+                eprintln!("Nothing was changed.");
+                return Ok(exit::FAILED);
+            }
+            req.adopt_helm = true;
+            INTERRUPT
+                .guard(install::plan_values(&req, values.clone()))
+                .await
+                .map_err(|e| install::before_any_write(e, &INTERRUPT))?
+        }
+        other => other?,
+    };
     if f.dry_run {
         let summary = install::preview(&plan, &req, reporter.as_ref()).await?;
         print_summary(&summary, format, false, false, None)?;
@@ -629,14 +682,33 @@ async fn install_command(
             eprintln!("Nothing was changed.");
             return Ok(exit::FAILED);
         }
-        // The time at the question is the user's, not the run's.
-        plan.started = tokio::time::Instant::now();
+        // Under the lock, the plan is made again: what another run changed meanwhile is read.
+        req.lock_wait = Some(f.lock_timeout);
+        plan = INTERRUPT
+            .guard(install::plan_locked(
+                &req,
+                values,
+                reporter.as_ref(),
+                &INTERRUPT,
+            ))
+            .await
+            .map_err(|e| install::before_any_write(e, &INTERRUPT))?;
     }
-    let summary = install::execute(plan, &req, reporter.as_ref(), &INTERRUPT).await?;
-    let applied = match (f.dns_zone, f.apply_dns, summary.address.as_deref()) {
-        (Some(z), true, Some(address)) => apply_dns_records(&summary, z, address, format),
+    // The DNS records are written under the same lock as the install.
+    let lock = plan.lock.take();
+    let result =
+        install::execute_under(plan, &req, reporter.as_ref(), &INTERRUPT, lock.as_ref()).await;
+    let applied = match (&result, f.dns_zone, f.apply_dns) {
+        (Ok(summary), Some(z), true) => match summary.address.as_deref() {
+            Some(address) => apply_dns_records(summary, z, address, format),
+            None => Ok(()),
+        },
         _ => Ok(()),
     };
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    let summary = result?;
     print_summary(&summary, format, false, true, f.dns_zone)?;
     applied?;
     Ok(exit::OK)
@@ -707,6 +779,7 @@ async fn uninstall_command(
     yes: bool,
     purge_crds: bool,
     timeout: Duration,
+    lock_timeout: Duration,
 ) -> Result<i32, Error> {
     if !yes {
         if !terminal() {
@@ -726,6 +799,7 @@ async fn uninstall_command(
         connect: connect_request(args),
         purge_crds,
         timeout,
+        lock_wait: Some(lock_timeout),
     };
     let summary = gridos_setup::uninstall::uninstall_with(&req, &INTERRUPT).await?;
     let mut text = String::new();

@@ -122,6 +122,10 @@ pub enum Error {
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Adopt(#[from] crate::adopt::AdoptError),
+    #[error(transparent)]
     Prompt(crate::prompt::PromptError),
     #[error("{context}: {source}")]
     Api {
@@ -161,6 +165,8 @@ impl Error {
             Error::Connect(e) if e.is_input() => exit::USAGE,
             Error::Wait(crate::wait::WaitError::Timeout { .. }) => exit::TIMEOUT,
             Error::Canary(e) => e.exit_code(),
+            Error::Lock(crate::lock::LockError::Timeout { .. }) => exit::TIMEOUT,
+            Error::Lock(crate::lock::LockError::Interrupted) => exit::INTERRUPTED,
             Error::Interrupted { .. } => exit::INTERRUPTED,
             _ => exit::FAILED,
         }
@@ -179,6 +185,8 @@ impl Error {
                 "re-run the same command to resume; nothing needs cleaning up first".into(),
             ),
             Error::Dns(e) => Some(e.hint()),
+            Error::Lock(e) => Some(e.hint()),
+            Error::Adopt(e) => Some(e.hint()),
             Error::Prompt(e) => Some(e.hint()),
             Error::Api { .. } => Some("check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into()),
         }
@@ -189,6 +197,7 @@ impl Error {
         use crate::apply::ApplyError;
         match self {
             Error::Api { source, .. }
+            | Error::Lock(crate::lock::LockError::Api { source })
             | Error::Apply(ApplyError::Api { source, .. })
             | Error::Apply(ApplyError::Discovery(source))
             | Error::Apply(ApplyError::Parent(source)) => Some(source),

@@ -111,6 +111,8 @@ impl Execution<'_, '_, '_> {
             .await?;
         self.ctx.interrupt.check()?;
         self.ledger.widen(&self.after).await.map_err(parent_error)?;
+        // Adoption: what must be created anew (the chart's certgen webhook Secret) goes first.
+        crate::adopt::before_apply(&self.ctx.client, &p.resolver, &p.adoption, false).await?;
         // A re-run applies every object at once: four round trips fewer than wave by wave.
         if self.plan.is_rerun() {
             let t = Instant::now();
@@ -325,6 +327,15 @@ impl Execution<'_, '_, '_> {
                 }
             }
         }
+        // Adoption: the releases' leftovers and records go once everything else worked.
+        if !self.plan.adoption.is_empty() {
+            self.ctx.interrupt.check()?;
+            let (client, p) = (&self.ctx.client, &*self.plan);
+            for id in crate::adopt::finish(client, &p.resolver, &p.adoption, false).await? {
+                self.ctx
+                    .notice(format!("{id} deleted (Helm release object)"));
+            }
+        }
         self.ctx.interrupt.check()?;
         self.ledger
             .finish(&self.after)
@@ -368,21 +379,72 @@ impl Execution<'_, '_, '_> {
             self.ctx.running(&c, format!("applying {n} object{s}"));
         }
         let p = &*self.plan;
-        let applied = apply::apply_many_until(
+        // Objects an adoption takes over are applied taking ownership, like members.
+        let owned: BTreeSet<String> = p
+            .before
+            .members
+            .iter()
+            .cloned()
+            .chain(crate::adopt::owned_ids(&p.adoption))
+            .collect();
+        let mut applied = apply::apply_many_until(
             &self.ctx.client,
             &p.resolver,
             objects,
             self.opts,
-            &p.before.members,
+            &owned,
             &self.ctx.interrupt,
         )
         .await
         .map_err(|e| self.fail(objects, e))?;
+        if p.adopting {
+            self.strip_helm(objects, &mut applied, &owned).await?;
+        }
         for (o, a) in objects.iter().zip(&applied) {
             let result = apply::outcome(&self.plan.before, o, a);
             self.record(ObjectResult { id: o.id(), result });
         }
         Ok(applied)
+    }
+
+    /// Adoption: removes Helm's marks from objects just applied and applies them once more, so
+    /// what Helm set and gridos-setup does not render goes too (see `adopt::strip`).
+    async fn strip_helm(
+        &mut self,
+        objects: &[Object],
+        applied: &mut [DynamicObject],
+        owned: &BTreeSet<String>,
+    ) -> Result<(), Error> {
+        let p = &*self.plan;
+        let pairs: Vec<(Object, DynamicObject)> = objects
+            .iter()
+            .cloned()
+            .zip(applied.iter().cloned())
+            .collect();
+        let taken = crate::adopt::owned_ids(&p.adoption);
+        let stripped =
+            crate::adopt::strip(&self.ctx.client, &p.resolver, &pairs, &taken, false).await?;
+        if stripped.is_empty() {
+            return Ok(());
+        }
+        let again = apply::apply_many_until(
+            &self.ctx.client,
+            &p.resolver,
+            &stripped,
+            self.opts,
+            owned,
+            &self.ctx.interrupt,
+        )
+        .await
+        .map_err(|e| self.fail(&stripped, e))?;
+        let by_id: BTreeMap<String, DynamicObject> =
+            stripped.iter().map(Object::id).zip(again).collect();
+        for (o, a) in objects.iter().zip(applied.iter_mut()) {
+            if let Some(n) = by_id.get(&o.id()) {
+                *a = n.clone();
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, objects: &[Object], e: ApplyError) -> Error {

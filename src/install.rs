@@ -28,6 +28,13 @@ pub struct InstallRequest {
     pub no_wait: bool,
     pub timeout: Duration,
     pub force_conflicts: bool,
+    /// Take the run lock before the plan's reads, waiting this long for another run's (`None`:
+    /// no lock; dry runs never take it).
+    pub lock_wait: Option<Duration>,
+    /// Take over the Helm releases install-flagger.sh made (`--adopt-helm`).
+    pub adopt_helm: bool,
+    /// Keep Helm's release records when adopting (`--keep-helm-history`).
+    pub keep_helm_history: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -51,6 +58,9 @@ pub struct Summary {
     pub internal: bool,
     pub objects: Vec<ObjectResult>,
     pub notices: Vec<String>,
+    /// The Helm releases taken over (in a plan: to be taken over), and what that does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<crate::adopt::Plan>,
     pub durations: Durations,
     /// The values the run used, for the guidance printed after it.
     #[serde(skip)]
@@ -85,6 +95,7 @@ impl Summary {
             internal: plan.internal(),
             objects,
             notices: plan.notices.clone(),
+            adoption: (!plan.adoption.is_empty()).then(|| plan.adoption.clone()),
             values: plan.values.clone(),
             durations: Durations {
                 total_ms: ms(t.started.elapsed()),
@@ -102,12 +113,67 @@ pub async fn plan(req: &InstallRequest) -> Result<Plan, Error> {
 
 /// [`plan`] with the values already resolved from `req.values`.
 pub async fn plan_values(req: &InstallRequest, values: Values) -> Result<Plan, Error> {
-    let started = tokio::time::Instant::now();
+    plan_locked(
+        req,
+        values,
+        &crate::progress::Recorder::default(),
+        &Interrupt::new(),
+    )
+    .await
+}
+
+/// [`plan_values`] that, for an install that will write (`req.lock_wait`, not a dry run), first
+/// takes the run lock, so that everything the plan reads and decides (the webhook certificate,
+/// the ApplySet record, the controller Service) is read under it; the plan holds the lock.
+/// Waiting for it is reported to `reporter`.
+pub async fn plan_locked(
+    req: &InstallRequest,
+    values: Values,
+    reporter: &dyn Reporter,
+    interrupt: &Interrupt,
+) -> Result<Plan, Error> {
     let cluster = cluster::connect(&req.connect).await?;
+    let lock = match req.lock_wait.filter(|_| !req.dry_run) {
+        Some(wait) => {
+            let on_wait = |w: crate::lock::LockWait| reporter.event(&w.event());
+            let lock_req = crate::lock::LockRequest {
+                command: "install",
+                wait,
+                on_wait: &on_wait,
+            };
+            Some(crate::lock::acquire(&cluster.client, &lock_req, interrupt).await?)
+        }
+        None => None,
+    };
+    // The run's time starts once the lock is held: waiting for it has its own limit.
+    let started = tokio::time::Instant::now();
     let deadline = context::deadline_after(started, req.timeout);
-    let mut plan = plan::gather(values, cluster, Some(deadline)).await?;
-    plan.started = started;
-    Ok(plan)
+    let planned = async {
+        let mut plan = plan::gather(values, cluster, Some(deadline)).await?;
+        plan.adoption = crate::adopt::decide(
+            &plan,
+            req.adopt_helm,
+            req.keep_helm_history,
+            req.force_conflicts,
+        )
+        .await?;
+        plan.adopting = req.adopt_helm && !req.dry_run;
+        plan.started = started;
+        Ok::<_, Error>(plan)
+    }
+    .await;
+    match planned {
+        Ok(mut plan) => {
+            plan.lock = lock;
+            Ok(plan)
+        }
+        Err(e) => {
+            if let Some(l) = lock {
+                l.release().await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The cluster about to be changed, and what the plan noticed: printed before the first write.
@@ -120,6 +186,9 @@ fn announce(plan: &Plan, ctx: &RunContext, dry_run: bool) {
     });
     for n in &plan.notices {
         ctx.notice(n.clone());
+    }
+    for line in plan.adoption.lines() {
+        ctx.notice(line);
     }
 }
 
@@ -170,6 +239,23 @@ pub async fn execute(
     reporter: &dyn Reporter,
     interrupt: &Interrupt,
 ) -> Result<Summary, Error> {
+    // A lock the plan holds is released once the run ends, however it ends.
+    let lock = plan.lock.take();
+    let result = execute_under(plan, req, reporter, interrupt, lock.as_ref()).await;
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    result
+}
+
+/// [`execute`] under a lock the caller holds (and releases): the run stops if it is lost.
+pub async fn execute_under(
+    mut plan: Plan,
+    req: &InstallRequest,
+    reporter: &dyn Reporter,
+    interrupt: &Interrupt,
+    lock: Option<&crate::lock::RunLock>,
+) -> Result<Summary, Error> {
     let tally = Tally {
         inner: reporter,
         applied: Mutex::new(Vec::new()),
@@ -186,8 +272,15 @@ pub async fn execute(
         force_conflicts: req.force_conflicts,
         no_wait: req.no_wait,
     };
+    let lost = async {
+        match lock {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = execute::execute(&mut plan, &mut ctx, options) => r,
+        e = lost => Err(e.into()),
         _ = async {
             interrupt.cancelled().await;
             tokio::time::sleep(INTERRUPT_GRACE).await;
@@ -208,8 +301,9 @@ pub async fn install_with(
     reporter: &dyn Reporter,
     interrupt: &Interrupt,
 ) -> Result<Summary, Error> {
+    let values = profile::resolve(&req.values)?;
     let plan = interrupt
-        .guard(plan(req))
+        .guard(plan_locked(req, values, reporter, interrupt))
         .await
         .map_err(|e| before_any_write(e, interrupt))?;
     if req.dry_run {

@@ -4,6 +4,7 @@
 //! checks -> apply -> wait -> guidance. The binary's `cli` turns arguments into requests; this
 //! library never sees clap types.
 
+pub mod adopt;
 pub mod apply;
 pub mod applyset;
 pub mod canary;
@@ -16,6 +17,7 @@ pub mod execute;
 pub mod guidance;
 pub mod install;
 pub mod interrupt;
+pub mod lock;
 pub mod permissions;
 pub mod plan;
 pub mod preflight;

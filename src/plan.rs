@@ -151,6 +151,12 @@ pub struct Plan {
     /// When the run began: its `--timeout` and total time count from here (from the answer, after
     /// a confirmation, which sets it again).
     pub started: Instant,
+    /// Helm releases to take over (`--adopt-helm`), decided by `adopt::decide`; empty otherwise.
+    pub adoption: crate::adopt::Plan,
+    /// `--adopt-helm`: applied objects lose Helm's marks, also those an interrupted adoption left.
+    pub adopting: bool,
+    /// The run lock, when this plan was made under it (an install that will write).
+    pub lock: Option<crate::lock::RunLock>,
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
@@ -214,6 +220,9 @@ pub async fn gather(
         notices,
         previous_service,
         started,
+        adoption: crate::adopt::Plan::default(),
+        adopting: false,
+        lock: None,
     })
 }
 
@@ -321,6 +330,10 @@ impl Plan {
                 template: o.template.clone(),
                 reason: e.to_string(),
             })?;
+        // An adoption deletes and creates it anew (its type cannot change): no dry run shows that.
+        if self.adoption.replace.iter().any(|t| t.id == o.id()) {
+            return Ok((Outcome::Created, rendered));
+        }
         let client = self.client();
         let Some(api) = self
             .resolver
@@ -337,9 +350,11 @@ impl Plan {
         if live.is_none() && !self.namespace_exists(o.namespace()).await {
             return Ok((Outcome::Created, rendered));
         }
+        // An object an adoption takes over is applied taking ownership, so its dry run is too.
         let owned = live
             .as_ref()
-            .is_some_and(|l| applyset::is_member(l.metadata.labels.as_ref()));
+            .is_some_and(|l| applyset::is_member(l.metadata.labels.as_ref()))
+            || self.adoption.take_over.iter().any(|t| t.id == o.id());
         let dry = apply::apply_one(client, &self.resolver, o, opts, owned).await?;
         let outcome = match &live {
             None => Outcome::Created,

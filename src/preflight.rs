@@ -3,6 +3,7 @@
 //! `--pre` stops an install at its plan (see [`crate::plan`]) and asks [`crate::permissions`]
 //! about every object; the report format is [`crate::report`]'s.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,6 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Client;
 use kube::api::{Api, ListParams};
 
+use crate::adopt;
 use crate::applyset::{self, Stale};
 use crate::cluster::{self, Cluster, ConnectRequest};
 use crate::error::{Error, InputError};
@@ -194,52 +196,93 @@ fn service_monitor(choice: &ServiceMonitorChoice) -> Check {
     }
 }
 
+/// The Helm releases install-flagger.sh made (or any release running ingress-nginx, Flagger or
+/// the load tester), each named once, from the release records and the Deployments Helm marks.
 async fn helm_conflicts(client: &Client) -> Check {
     const NAME: &str = "Helm installs";
     let api: Api<Deployment> = Api::all(client.clone());
-    let lp = ListParams::default().labels(
-        "app.kubernetes.io/managed-by=Helm,app.kubernetes.io/name in (ingress-nginx,flagger)",
-    );
-    match api.list(&lp).await {
-        Err(e) => fail(
-            NAME,
-            format!("cannot list Deployments to look for Helm releases: {e}"),
-            bind_hint(),
-        ),
-        Ok(l) if l.items.is_empty() => pass(NAME, "no ingress-nginx or Flagger managed by Helm"),
-        Ok(l) => {
-            let mut found = Vec::new();
-            let mut fixes = Vec::new();
-            for d in &l.items {
-                let ns = d.metadata.namespace.clone().unwrap_or_default();
-                let name = d.metadata.name.clone().unwrap_or_default();
-                let labels = d.metadata.labels.clone().unwrap_or_default();
-                let release = d
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("meta.helm.sh/release-name").cloned())
-                    .or_else(|| labels.get("app.kubernetes.io/instance").cloned())
-                    .unwrap_or_else(|| name.clone());
-                let component = labels
-                    .get("app.kubernetes.io/name")
-                    .cloned()
-                    .unwrap_or_default();
-                found.push(format!(
-                    "Deployment {ns}/{name} ({component}, Helm release {release})"
-                ));
-                fixes.push(format!("helm uninstall {release} -n {ns}"));
-            }
-            fail(
+    let lp = ListParams::default().labels(&format!("{}={}", adopt::MANAGED_BY, adopt::HELM));
+    let (deployments, records) = tokio::join!(api.list(&lp), adopt::find_releases(client));
+    let deployments = match deployments {
+        Ok(l) => l.items,
+        Err(e) => {
+            return fail(
                 NAME,
-                format!("already installed by Helm: {}", found.join(", ")),
-                format!(
-                    "two installs would fight over the same IngressClass, webhook and CRDs: remove the Helm release first (`{}`)",
-                    fixes.join("`, `")
-                ),
-            )
+                format!("cannot list Deployments to look for Helm releases: {e}"),
+                bind_hint(),
+            );
         }
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => return fail(NAME, e.to_string(), bind_hint()),
+    };
+    // release -> the Deployments it runs
+    let mut found: BTreeMap<adopt::Release, Vec<String>> = BTreeMap::new();
+    for d in &deployments {
+        let app = d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name"))
+            .cloned()
+            .unwrap_or_default();
+        let Some(release) = adopt::release_of(&d.metadata) else {
+            continue;
+        };
+        if ![
+            "ingress-nginx",
+            "flagger",
+            "loadtester",
+            "flagger-loadtester",
+        ]
+        .contains(&app.as_str())
+            && !adopt::KNOWN_RELEASES.contains(&release.name.as_str())
+        {
+            continue;
+        }
+        found.entry(release).or_default().push(format!(
+            "Deployment {}/{}",
+            d.metadata.namespace.clone().unwrap_or_default(),
+            d.metadata.name.clone().unwrap_or_default()
+        ));
     }
+    let kept: Vec<&adopt::Release> = records
+        .keys()
+        .filter(|r| adopt::KNOWN_RELEASES.contains(&r.name.as_str()) && !found.contains_key(*r))
+        .collect();
+    if found.is_empty() {
+        if kept.is_empty() {
+            return pass(
+                NAME,
+                "no ingress-nginx, Flagger or load tester installed by Helm",
+            );
+        }
+        return warn(
+            NAME,
+            format!(
+                "Helm release records without Helm-managed workloads (kept by --keep-helm-history?): {}",
+                kept.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")
+            ),
+            Some("`helm list` still shows them; `helm uninstall` would delete what gridos-setup now owns, so delete the records instead (`kubectl delete secret -n NAMESPACE -l owner=helm,name=RELEASE`)".into()),
+        );
+    }
+    let lines: Vec<String> = found
+        .iter()
+        .map(|(r, what)| format!("release {} ({})", r.describe(), what.join(", ")))
+        .collect();
+    let uninstall: Vec<String> = found
+        .keys()
+        .map(|r| format!("helm uninstall {} -n {}", r.name, r.namespace))
+        .collect();
+    fail(
+        NAME,
+        format!("already installed by Helm: {}", lines.join("; ")),
+        format!(
+            "`gridos-setup install --adopt-helm` takes them over and keeps the controller Service and its load-balancer address (`gridos-setup plan --adopt-helm` shows every change first); or remove them (`{}`), which frees the address",
+            uninstall.join("`, `")
+        ),
+    )
 }
 
 async fn app_routing(client: &Client) -> Check {
@@ -523,6 +566,7 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
             crate::guidance::RETIREMENT_WARNING,
             None,
         ));
+        report.checks.extend(webhook_trust(client, &ns).await);
         report.checks.push(webhook_certificate(client, &ns).await);
     }
     for m in members.iter().filter(|m| m.kind == "Canary") {
@@ -591,6 +635,79 @@ fn address(svc: &Stale, status: &crate::status::StatusReport) -> Check {
                 svc.name
             ),
         ),
+    }
+}
+
+/// Whether the admission webhook trusts the CA of the certificate its Secret serves: if they come
+/// from different runs, the API server's TLS to the webhook fails and, with failurePolicy Fail,
+/// every Ingress create and update is refused.
+async fn webhook_trust(client: &Client, ns: &str) -> Option<Check> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    // A missing or unreadable Secret is the certificate check's to report.
+    let secret = secrets.get_opt(ADMISSION_SECRET).await.ok().flatten()?;
+    Some(webhook_trusts(client, ns, &secret).await)
+}
+
+async fn webhook_trusts(client: &Client, ns: &str, secret: &Secret) -> Check {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    const NAME: &str = "webhook CA";
+    let ca = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(crate::certs::CA_CRT))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    // The configuration is named after the Secret, as upstream names both.
+    let vwc = match api.get_opt(ADMISSION_SECRET).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return fail(
+                NAME,
+                format!(
+                    "ValidatingWebhookConfiguration {} is missing",
+                    ADMISSION_SECRET
+                ),
+                "re-run `gridos-setup install` (same profile and host) to create it",
+            );
+        }
+        Err(e) => {
+            return fail(
+                NAME,
+                format!(
+                    "cannot read ValidatingWebhookConfiguration {}: {e}",
+                    ADMISSION_SECRET
+                ),
+                bind_hint(),
+            );
+        }
+    };
+    let mismatched: Vec<String> = vwc
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| &b.0) != Some(&ca))
+        .map(|w| w.name)
+        .collect();
+    if mismatched.is_empty() {
+        pass(
+            NAME,
+            format!(
+                "the webhook trusts the CA of Secret {ns}/{}",
+                ADMISSION_SECRET
+            ),
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "the caBundle of webhook {} in ValidatingWebhookConfiguration {} is not the CA of Secret {ns}/{}: the API server cannot reach the webhook, so every Ingress create and update is refused",
+                mismatched.join(", "),
+                ADMISSION_SECRET,
+                ADMISSION_SECRET
+            ),
+            "re-run `gridos-setup install` with the same profile and host: it writes both from the Secret's certificate (one run at a time: the run lock serialises them)",
+        )
     }
 }
 

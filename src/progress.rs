@@ -38,6 +38,13 @@ pub enum Event {
     Object { id: String, result: String },
     /// Something worth knowing that is not a failure (a skipped ServiceMonitor, a renewed certificate).
     Notice { message: String },
+    /// The run lock: `waiting` once per holder (named), then `acquired` or `taken_over` after waiting.
+    Lock {
+        state: String,
+        holder: Option<crate::lock::Holder>,
+        message: String,
+        waited_ms: Option<u64>,
+    },
     /// A Canary's phase, weight or failed checks changed (`canary wait`).
     Canary {
         /// `namespace/name`, for the text line.
@@ -134,7 +141,7 @@ impl Reporter for PlainLines {
                 format!("{component}: failed: {detail}{}", seconds(*elapsed_ms))
             }
             Event::Object { id, result } => format!("  {id} {result}"),
-            Event::Notice { message } => format!("note: {message}"),
+            Event::Notice { message } | Event::Lock { message, .. } => format!("note: {message}"),
             Event::Canary {
                 canary,
                 description,
@@ -244,7 +251,7 @@ impl Reporter for Spinners {
                 }
             }
             Event::Object { .. } => {}
-            Event::Notice { message } => {
+            Event::Notice { message } | Event::Lock { message, .. } => {
                 let _ = self.multi.println(format!("note: {message}"));
             }
             Event::Canary {

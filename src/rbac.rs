@@ -104,6 +104,24 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
         })
         .collect();
     out.extend(role_rules(objects));
+    // The run lock (see `lock`): its one Lease by name; RBAC cannot limit create to a name or a
+    // ClusterRole to a namespace, so create is the one lease verb not tied to the lock's Lease.
+    // watch: a waiting run watches the Lease (by name) instead of polling it.
+    out.push(PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".into()]),
+        resources: Some(vec!["leases".into()]),
+        resource_names: Some(vec![crate::lock::LEASE_NAME.into()]),
+        verbs: ["get", "watch", "update", "delete"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    out.push(PolicyRule {
+        api_groups: Some(vec!["coordination.k8s.io".into()]),
+        resources: Some(vec!["leases".into()]),
+        verbs: vec!["create".into()],
+        ..Default::default()
+    });
     // The pre-write permission check asks the API server what this user may do.
     out.push(PolicyRule {
         api_groups: Some(vec!["authorization.k8s.io".into()]),

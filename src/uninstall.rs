@@ -26,6 +26,8 @@ pub struct UninstallRequest {
     /// Also delete the CRDs, and with them every Canary, MetricTemplate and AlertProvider.
     pub purge_crds: bool,
     pub timeout: Duration,
+    /// Take the run lock, waiting this long for another run's (`None`: no lock).
+    pub lock_wait: Option<Duration>,
 }
 
 /// What uninstall did, object by object.
@@ -106,9 +108,42 @@ pub async fn uninstall_with(
     req: &UninstallRequest,
     interrupt: &Interrupt,
 ) -> Result<UninstallSummary, Error> {
-    let deadline = deadline_after(Instant::now(), req.timeout);
     let cluster = cluster::connect(&req.connect).await?;
     let client = cluster.client;
+    let lock = match req.lock_wait {
+        Some(wait) => {
+            use crate::progress::Reporter;
+            // Uninstall prints no progress events otherwise; waiting is worth a line on stderr.
+            let on_wait = |w: crate::lock::LockWait| crate::progress::PlainLines.event(&w.event());
+            let lock_req = crate::lock::LockRequest {
+                command: "uninstall",
+                wait,
+                on_wait: &on_wait,
+            };
+            Some(crate::lock::acquire(&client, &lock_req, interrupt).await?)
+        }
+        None => None,
+    };
+    let result = match &lock {
+        Some(l) => tokio::select! {
+            r = run_uninstall(req, client, interrupt) => r,
+            e = l.lost() => Err(e.into()),
+        },
+        None => run_uninstall(req, client, interrupt).await,
+    };
+    if let Some(l) = lock {
+        l.release().await;
+    }
+    result
+}
+
+async fn run_uninstall(
+    req: &UninstallRequest,
+    client: kube::Client,
+    interrupt: &Interrupt,
+) -> Result<UninstallSummary, Error> {
+    // The deadline starts once the lock is held: waiting for it has its own limit.
+    let deadline = deadline_after(Instant::now(), req.timeout);
     let record = applyset::read(&client, Some(deadline))
         .await
         .map_err(parent_error)?;

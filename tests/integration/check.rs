@@ -100,11 +100,12 @@ async fn cluster_check_pre_fails_on_a_helm_managed_ingress_nginx() {
         .unwrap_or_else(|| panic!("a failed Helm check:\n{text}"));
     assert!(
         line.contains(&format!("Deployment {ns}/ingress-nginx-controller"))
-            && line.contains("Helm release edge"),
+            && line.contains(&format!("release edge (namespace {ns})")),
         "{line}"
     );
     assert!(
-        text.contains(&format!("hint: two installs would fight over the same IngressClass, webhook and CRDs: remove the Helm release first (`helm uninstall edge -n {ns}`)")),
+        text.contains("hint: `gridos-setup install --adopt-helm` takes them over")
+            && text.contains(&format!("(`helm uninstall edge -n {ns}`)")),
         "{text}"
     );
     // Only that check fails.
@@ -159,7 +160,13 @@ async fn cluster_check_after_install() {
         )
         .await
         .unwrap();
+    // As a renewal would, the webhook trusts the new CA (else check fails on the mismatch).
+    crate::util::set_webhook_ca_bundle(&c, &short.ca_bundle).await;
     let text = ok(&gridos_k(&["check"]));
+    assert!(
+        text.contains("[pass] webhook CA: the webhook trusts the CA of Secret ingress-nginx/ingress-nginx-admission"),
+        "{text}"
+    );
     assert!(
         text.contains("[warn] webhook certificate: expires on ")
             && text.contains("hint: re-run `gridos-setup install` to renew it"),

@@ -177,6 +177,9 @@ pub async fn assert_matches_clean_install(c: &Client) {
         no_wait: true,
         timeout: Duration::from_secs(60),
         force_conflicts: false,
+        lock_wait: None,
+        adopt_helm: false,
+        keep_helm_history: false,
     };
     let p = gridos_setup::install::plan(&req)
         .await

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod adopt;
 mod bad_input;
 mod canary;
 mod certs;
@@ -14,8 +15,10 @@ mod faults;
 mod fronts;
 mod grafana;
 mod guidance;
+mod helm_state;
 mod install;
 mod interrupt;
+mod lock;
 mod operate;
 mod prompt;
 mod rbac;

@@ -157,6 +157,13 @@ pub async fn reset(c: &Client) {
     let _ = Api::<ConfigMap>::namespaced(c.clone(), "kube-system")
         .delete("gridos-lb-standin", &dp)
         .await;
+    // A run lock a failed test left behind (a live-looking holder would block the next test).
+    let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        c.clone(),
+        gridos_setup::lock::LEASE_NAMESPACE,
+    )
+    .delete(gridos_setup::lock::LEASE_NAME, &dp)
+    .await;
     let namespaces: Api<Namespace> = Api::all(c.clone());
     let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
     let crd_names = [
@@ -349,4 +356,21 @@ pub fn gridos_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend_from_slice(&["--kubeconfig", &kc]);
     gridos(&all)
+}
+
+/// Points every webhook of the ingress-nginx ValidatingWebhookConfiguration at the CA
+/// `ca_bundle` (base64 PEM, as `certs::generate` gives it): a renewal, or a lost race.
+pub async fn set_webhook_ca_bundle(c: &Client, ca_bundle: &str) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(c.clone());
+    let mut vwc = vwcs.get("ingress-nginx-admission").await.unwrap();
+    let pem =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_bundle).unwrap();
+    for w in vwc.webhooks.iter_mut().flatten() {
+        w.client_config.ca_bundle = Some(k8s_openapi::ByteString(pem.clone()));
+    }
+    vwc.metadata.managed_fields = None;
+    vwcs.replace("ingress-nginx-admission", &PostParams::default(), &vwc)
+        .await
+        .unwrap();
 }
