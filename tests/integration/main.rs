@@ -10,6 +10,7 @@ mod canary;
 mod certs;
 mod check;
 mod faults;
+mod flagger;
 mod guidance;
 mod install;
 mod interrupt;
