@@ -168,6 +168,7 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
         steps.insert(0, az_dns_step(v, address, input.dns_zone));
     }
     steps.extend(app_steps(v));
+    steps.extend(grafana_step(v));
     warnings.push(RETIREMENT_WARNING.into());
 
     Guidance {
@@ -515,6 +516,23 @@ fn app_steps(v: &Values) -> Vec<Step> {
             note: None,
         },
     ]
+}
+
+/// The dashboard, when Grafana is installed (`grafana.enabled`): reached through a port-forward only.
+fn grafana_step(v: &Values) -> Option<Step> {
+    v.grafana.enabled.then(|| {
+        Step {
+        title: "Open the \"Canary Deployment Dashboard\" in Grafana".into(),
+        commands: vec![format!(
+            "kubectl port-forward -n {} svc/grafana 3000:80",
+            v.namespaces.flagger
+        )],
+        note: Some(
+            "then browse http://localhost:3000: the dashboard is the home page, read-only, no login"
+                .into(),
+        ),
+    }
+    })
 }
 
 /// Human text, plain (no colours): "DNS records", "Next steps", "Warnings"; empty sections are left out.

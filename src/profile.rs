@@ -5,6 +5,7 @@
 //! valid one named.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -38,6 +39,7 @@ pub struct Values {
     pub flagger: Component,
     pub prometheus: Prometheus,
     pub loadtester: Component,
+    pub grafana: Grafana,
     pub service_monitor: ServiceMonitor,
     pub canary: Canary,
     pub alerting: Alerting,
@@ -109,6 +111,14 @@ pub struct LoadBalancerService {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Prometheus {
     pub retention: String,
+    pub resources: Resources,
+}
+
+/// Grafana with our Prometheus as its data source and the canary dashboard; optional.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Grafana {
+    pub enabled: bool,
     pub resources: Resources,
 }
 
@@ -222,6 +232,10 @@ impl Default for Values {
             loadtester: Component {
                 replicas: 1,
                 resources: resources("10m", "64Mi", "1", "512Mi"),
+            },
+            grafana: Grafana {
+                enabled: true,
+                resources: resources("50m", "128Mi", "1", "512Mi"),
             },
             service_monitor: ServiceMonitor {
                 enabled: Toggle::Auto,
@@ -644,6 +658,55 @@ fn check_duration(path: &str, v: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// A Go duration of `h`, `m`, `s` and `ms` parts (`1m30s`), as Flagger and hey parse it; `None` otherwise.
+pub fn go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        let after = &rest[digits..];
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        total += match &after[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        rest = &after[unit_len..];
+    }
+    Some(total)
+}
+
+/// The shortest analysis interval accepted: Prometheus scrapes every 5 s, so a shorter window
+/// could hold no sample at all.
+const MIN_CANARY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `canary.interval`: what Flagger's CRD accepts (pattern `^[0-9]+(m|s)`, upstream
+/// artifacts/flagger/crd.yaml) and Go parses, and long enough for a load test inside it.
+fn check_canary_interval(v: &str) -> Result<(), InputError> {
+    let first_unit = v.trim_start_matches(|c: char| c.is_ascii_digit());
+    let upstream_pattern =
+        first_unit.len() < v.len() && (first_unit.starts_with('m') || first_unit.starts_with('s'));
+    match go_duration(v) {
+        Some(d) if upstream_pattern && d >= MIN_CANARY_INTERVAL => Ok(()),
+        _ => Err(out_of_range(
+            "canary.interval",
+            format!("{v:?}"),
+            "Flagger takes an analysis interval in seconds or minutes of at least 5s",
+            "write it as e.g. 1m, 30s or 1m30s",
+        )),
+    }
+}
+
 /// A Kubernetes quantity such as `100m`, `1`, `0.5`, `512Mi` or `1G`.
 fn check_quantity(path: &str, v: &str) -> Result<(), InputError> {
     let num_end = v
@@ -716,6 +779,7 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
     check_resources("flagger.resources", &v.flagger.resources)?;
     check_resources("prometheus.resources", &v.prometheus.resources)?;
     check_resources("loadtester.resources", &v.loadtester.resources)?;
+    check_resources("grafana.resources", &v.grafana.resources)?;
     check_duration("prometheus.retention", &v.prometheus.retention)?;
     for (path, n) in [
         ("ingressController.replicas", v.ingress_controller.replicas),
@@ -750,7 +814,7 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
         ));
     }
     let c = &v.canary;
-    check_duration("canary.interval", &c.interval)?;
+    check_canary_interval(&c.interval)?;
     if c.threshold == 0 {
         return Err(out_of_range(
             "canary.threshold",

@@ -60,6 +60,13 @@ pub const LOADTESTER_IMAGE: Image = Image {
     tag: "0.38.0",
     digest: None,
 };
+/// Grafana 13.2.3, the newest release with a digest found in public manifests on 2026-11-29.
+pub const GRAFANA_IMAGE: Image = Image {
+    registry: "docker.io",
+    repository: "grafana/grafana",
+    tag: "13.2.3",
+    digest: Some("sha256:b28bae15e219c998fb0e0424ed724930cc61b1f61fb404d47c862f9a23f9e572"),
+};
 pub const PROMETHEUS_IMAGE: Image = Image {
     registry: "quay.io",
     repository: "prometheus/prometheus",
@@ -119,7 +126,7 @@ impl RenderInputs {
 pub enum Wave {
     /// Namespaces and CRDs; CRDs must be Established before the next wave.
     Foundation,
-    /// RBAC, ServiceAccounts, ConfigMaps, Secrets.
+    /// RBAC, ServiceAccounts, ConfigMaps, Secrets, NetworkPolicies (in force before their pods start).
     Config,
     /// Services and Deployments; Deployments must be rolled out before the next wave.
     Workloads,
@@ -134,7 +141,7 @@ impl Wave {
         match kind {
             "Namespace" | "CustomResourceDefinition" => Wave::Foundation,
             "ServiceAccount" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
-            | "ConfigMap" | "Secret" => Wave::Config,
+            | "ConfigMap" | "Secret" | "NetworkPolicy" => Wave::Config,
             "Service" | "Deployment" | "DaemonSet" | "StatefulSet" => Wave::Workloads,
             "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" | "IngressClass" => {
                 Wave::Admission
@@ -206,22 +213,24 @@ pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Jso
 }
 
 /// The handlebars context: the values under `v`, and what is derived from them.
-fn context(v: &Values, inputs: &RenderInputs) -> Json {
+fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
     let ns = &v.namespaces;
     let mirror = v.image_registry.as_str();
-    json!({
+    Ok(json!({
         "v": v,
         "images": {
             "controller": CONTROLLER_IMAGE.reference(mirror),
             "flagger": FLAGGER_IMAGE.reference(mirror),
             "loadtester": LOADTESTER_IMAGE.reference(mirror),
             "prometheus": PROMETHEUS_IMAGE.reference(mirror),
+            "grafana": GRAFANA_IMAGE.reference(mirror),
         },
         "versions": {
             "controller": CONTROLLER_IMAGE.tag.trim_start_matches('v'),
             "flagger": FLAGGER_IMAGE.tag,
             "loadtester": LOADTESTER_IMAGE.tag,
             "prometheus": PROMETHEUS_IMAGE.tag.trim_start_matches('v'),
+            "grafana": GRAFANA_IMAGE.tag,
         },
         "controllerService": { "annotations": controller_service_annotations(v) },
         "webhook": {
@@ -235,6 +244,10 @@ fn context(v: &Values, inputs: &RenderInputs) -> Json {
             "apiVersion": format!("{}/v1", v.service_monitor.group),
         },
         "alerting": { "enabled": v.alerting.provider != AlertProviderKind::None },
+        "loadtester": {
+            // Namespace names are DNS labels (validated), so they hold no regex metacharacters.
+            "namespaceRegexp": format!("-namespace-regexp=^{}$", ns.app),
+        },
         "canary": {
             "prometheusAddress": format!("http://flagger-prometheus.{}:9090", ns.flagger),
             // Flagger calls webhooks from its own namespace, so the URL names the app namespace.
@@ -251,9 +264,31 @@ fn context(v: &Values, inputs: &RenderInputs) -> Json {
             // app's Ingress redirects plain http.
             "loadTestCmd": format!(
                 "hey -z {} -q 10 -c 2 -host {} https://ingress-nginx-controller.{}/",
-                v.canary.interval, v.host, ns.ingress
+                load_test_duration(&v.canary.interval)?, v.host, ns.ingress
             ),
         },
+    }))
+}
+
+/// How long the rollout webhook's `hey` runs: a quarter of the analysis interval (at least 1 s)
+/// shorter than the interval. The load tester skips a command while the same one still runs
+/// (upstream pkg/loadtester/runner.go), and Flagger calls the webhook once per interval, a little
+/// later or earlier each time depending on how long that tick's checks took; `hey -z` also waits
+/// for its last requests after the duration. A load test as long as the interval therefore
+/// collides with the next call every other window, which then has no traffic at all. With the
+/// margin every call starts a fresh run; a quarter still covers most of each window (45 s of
+/// every 1m), so the `[1m]` rates always see requests.
+pub fn load_test_duration(interval: &str) -> Result<String, Error> {
+    let interval = crate::profile::go_duration(interval).ok_or_else(|| Error::Template {
+        template: "gridos.yaml.hbs".into(),
+        reason: format!("canary.interval {interval:?} is not a duration"),
+    })?;
+    let margin = (interval / 4).max(std::time::Duration::from_secs(1));
+    let run = interval.saturating_sub(margin).as_millis();
+    Ok(if run % 1000 == 0 {
+        format!("{}s", run / 1000)
+    } else {
+        format!("{run}ms")
     })
 }
 
@@ -348,7 +383,7 @@ fn parse_documents(template: &str, text: &str) -> Result<Vec<Object>, Error> {
 /// Renders every template for the values, in apply order (wave, then template and position).
 pub fn render(v: &Values, inputs: &RenderInputs) -> Result<Vec<Object>, Error> {
     let hb = engine()?;
-    let ctx = context(v, inputs);
+    let ctx = context(v, inputs)?;
     let mut objects = Vec::new();
     for name in template_names() {
         let text = hb.render(&name, &ctx).map_err(|e| Error::Template {

@@ -316,6 +316,20 @@ async fn cluster_bad_input_step_weights_not_increasing() {
 }
 
 #[tokio::test]
+async fn cluster_bad_input_analysis_interval_flagger_refuses() {
+    // Flagger's CRD takes `^[0-9]+(m|s)` and Go durations: hours, days and bare numbers fail at
+    // apply time, after other objects were written, so they are refused before.
+    for interval in ["2h", "1d", "90", "2s"] {
+        install_refused(
+            &["--set", &format!("canary.interval={interval}")],
+            2,
+            &["canary.interval", "1m, 30s or 1m30s"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn cluster_bad_input_step_weights_above_100() {
     install_refused(
         &["--set", "canary.stepWeights=[50, 120]"],

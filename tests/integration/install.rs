@@ -263,10 +263,26 @@ async fn cluster_switching_profile_and_turning_off_the_service_monitor_prunes_on
     .await
     .unwrap();
 
-    let text = ok(&install("appgw", &["--set", "serviceMonitor.enabled=off"]));
+    let text = ok(&install(
+        "appgw",
+        &[
+            "--set",
+            "serviceMonitor.enabled=off",
+            "--set",
+            "grafana.enabled=false",
+        ],
+    ));
     assert!(
-        text.contains("1 pruned"),
-        "the ServiceMonitor is pruned: {text}"
+        text.contains("6 pruned"),
+        "the ServiceMonitor and Grafana's 5 objects are pruned: {text}"
+    );
+    assert!(
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(c.clone(), "flagger-system")
+            .get_opt("grafana")
+            .await
+            .unwrap()
+            .is_none(),
+        "Grafana switched off is gone"
     );
     assert!(
         text.contains("198.51.100."),
@@ -483,4 +499,19 @@ async fn cluster_json_output_is_one_object_per_line_ending_with_the_summary() {
         "the cluster is named before the first write"
     );
     assert!(summary["durations"]["total_ms"].as_u64().unwrap() > 0);
+    let done: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "component" && e["state"] == "done")
+        .map(|e| e["component"].as_str().unwrap())
+        .collect();
+    for component in [
+        "ingress-nginx",
+        "flagger",
+        "prometheus",
+        "loadtester",
+        "grafana",
+        "gridos",
+    ] {
+        assert!(done.contains(&component), "{component} done: {done:?}");
+    }
 }

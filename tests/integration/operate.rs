@@ -23,7 +23,13 @@ async fn cluster_status_lists_every_component_ready_and_the_canary() {
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(v["installed"], true);
     let components = v["components"].as_array().unwrap();
-    assert_eq!(components.len(), 4, "{components:?}");
+    assert_eq!(components.len(), 5, "{components:?}");
+    assert!(
+        components
+            .iter()
+            .any(|c| c["deployment"] == "flagger-system/grafana"),
+        "{components:?}"
+    );
     assert!(
         components
             .iter()

@@ -14,7 +14,7 @@ use kube::runtime::wait::conditions;
 
 use crate::util::{client, cluster_lock, reset, wait_for};
 
-fn rendered(profile: &str, sets: &[&str]) -> Vec<Object> {
+pub(crate) fn rendered(profile: &str, sets: &[&str]) -> Vec<Object> {
     let req = ValuesRequest {
         profile: Some(ProfileSource::Builtin(profile.into())),
         host: Some("app.example.com".into()),
@@ -56,7 +56,11 @@ async fn established(c: &Client, crd: &str) {
 
 /// Applies the foundation wave (namespaces, CRDs) for real, waits for the CRDs, then applies the rest
 /// with `dry_run` as given. Returns the server's answers for the rest.
-async fn apply_waves(c: &Client, objects: &[Object], dry_run: bool) -> Vec<DynamicObject> {
+pub(crate) async fn apply_waves(
+    c: &Client,
+    objects: &[Object],
+    dry_run: bool,
+) -> Vec<DynamicObject> {
     let resolver = Resolver::new(c).await.unwrap();
     let (foundation, rest): (Vec<_>, Vec<_>) =
         objects.iter().partition(|o| o.wave() == Wave::Foundation);

@@ -8,9 +8,14 @@ use gridos_setup::render::{Object, RenderInputs, render};
 use serde_json::Value;
 
 fn objects(profile: &str) -> Vec<Object> {
+    objects_with(profile, &[])
+}
+
+fn objects_with(profile: &str, sets: &[&str]) -> Vec<Object> {
     let req = ValuesRequest {
         profile: Some(ProfileSource::Builtin(profile.into())),
         host: Some("app.example.com".into()),
+        sets: sets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
     let v = resolve(&req).unwrap();
@@ -275,6 +280,102 @@ fn canary_webhooks_reach_the_load_tester_and_its_target_is_the_app() {
     );
 }
 
+#[test]
+fn load_tester_serves_only_the_app_namespace_and_admits_only_flagger() {
+    for app in ["gridos", "shop"] {
+        let objs = objects_with("nginx", &[&format!("namespaces.app={app}")]);
+        let lt = find(&objs, "Deployment", Some(app), "flagger-loadtester");
+        let command: Vec<String> = containers(lt)[0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        // upstream cmd/loadtester: -namespace-regexp refuses canaries of other namespaces
+        let want = format!("-namespace-regexp=^{app}$");
+        assert!(command.contains(&want), "{command:?}");
+        let template = &lt.data["spec"]["template"];
+        assert!(
+            template["metadata"]["annotations"]["prometheus.io/scrape"].is_null(),
+            "nothing but Flagger reaches the load tester, Prometheus neither"
+        );
+
+        let np = find(&objs, "NetworkPolicy", Some(app), "flagger-loadtester");
+        let spec = &np.data["spec"];
+        assert!(matches(
+            &spec["podSelector"]["matchLabels"],
+            &template["metadata"]["labels"]
+        ));
+        assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+        let rules = spec["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 1, "one rule: {rules:?}");
+        let peers = rules[0]["from"].as_array().unwrap();
+        assert_eq!(peers.len(), 1, "one peer: {peers:?}");
+        let flagger = find(&objs, "Deployment", Some("flagger-system"), "flagger");
+        assert_eq!(
+            peers[0]["namespaceSelector"]["matchLabels"],
+            serde_json::json!({"kubernetes.io/metadata.name": "flagger-system"})
+        );
+        assert!(matches(
+            &peers[0]["podSelector"]["matchLabels"],
+            &flagger.data["spec"]["template"]["metadata"]["labels"]
+        ));
+        // and no other Deployment's pods in Flagger's namespace (Prometheus, Grafana)
+        for other in objs.iter().filter(|o| {
+            o.kind() == "Deployment"
+                && o.namespace() == Some("flagger-system")
+                && o.name() != "flagger"
+        }) {
+            assert!(
+                !matches(
+                    &peers[0]["podSelector"]["matchLabels"],
+                    &other.data["spec"]["template"]["metadata"]["labels"]
+                ),
+                "{} is not admitted",
+                other.id()
+            );
+        }
+        for p in rules[0]["ports"].as_array().unwrap() {
+            assert!(has_port(lt, &p["port"]), "port {}", p["port"]);
+        }
+    }
+}
+
+/// Go duration text (`45s`, `7500ms`, `1m30s`) in milliseconds.
+fn millis(text: &str) -> u128 {
+    gridos_setup::profile::go_duration(text)
+        .unwrap_or_else(|| panic!("{text:?} is a duration"))
+        .as_millis()
+}
+
+#[test]
+fn load_test_ends_before_the_next_analysis_interval() {
+    // The load tester skips a command while the same one still runs: a `hey -z` as long as the
+    // interval collides with the next webhook call and leaves every other window without traffic.
+    for interval in ["1m", "1m30s", "30s", "10s", "5s"] {
+        let objs = objects_with("nginx", &[&format!("canary.interval={interval}")]);
+        let canary = find(&objs, "Canary", Some("gridos"), "gridos");
+        assert_eq!(canary.data["spec"]["analysis"]["interval"], interval);
+        let load = canary.data["spec"]["analysis"]["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["type"] == "rollout")
+            .unwrap();
+        let cmd = load["metadata"]["cmd"].as_str().unwrap();
+        let z = cmd
+            .split_whitespace()
+            .skip_while(|w| *w != "-z")
+            .nth(1)
+            .unwrap_or_else(|| panic!("hey -z in {cmd}"));
+        let (run, window) = (millis(z), millis(interval));
+        assert!(
+            run + 1000 <= window && run * 4 >= window * 3 - 1,
+            "{interval}: hey -z {z} must end at least 1s and at most a quarter before the next call"
+        );
+    }
+}
+
 /// (verb, group, resource, subresource, namespace, name) a service account must (or must not) be allowed.
 type Check = (
     &'static str,
@@ -463,6 +564,53 @@ async fn cluster_service_accounts_have_what_their_components_need() {
                     "gridos-primary",
                 ),
                 ("create", "", "events", "", "gridos", ""),
+                // the revertOnDeletion finalizer is an update of the Canary itself
+                ("update", "flagger.app", "canaries", "", "gridos", "gridos"),
+                // autoscalerRef kind ScaledObject: the -primary ScaledObject
+                ("create", "keda.sh", "scaledobjects", "", "gridos", ""),
+                (
+                    "update",
+                    "keda.sh",
+                    "scaledobjects",
+                    "",
+                    "gridos",
+                    "gridos-primary",
+                ),
+                // MetricTemplate type keptn
+                (
+                    "get",
+                    "metrics.keptn.sh",
+                    "keptnmetrics",
+                    "",
+                    "gridos",
+                    "latency",
+                ),
+                ("create", "metrics.keptn.sh", "analyses", "", "gridos", ""),
+                (
+                    "delete",
+                    "metrics.keptn.sh",
+                    "analyses",
+                    "",
+                    "gridos",
+                    "latency-1a2b3c",
+                ),
+                // MetricTemplate type externalmetrics (and its start-up check in kube-system)
+                (
+                    "list",
+                    "external.metrics.k8s.io",
+                    "requests",
+                    "",
+                    "gridos",
+                    "",
+                ),
+                (
+                    "list",
+                    "external.metrics.k8s.io",
+                    "dummy-metric",
+                    "",
+                    "kube-system",
+                    "",
+                ),
             ],
         ),
         (
@@ -513,6 +661,56 @@ async fn cluster_service_accounts_have_what_their_components_need() {
         (
             "flagger-system:flagger-prometheus",
             ("list", "", "secrets", "", "", ""),
+        ),
+        // No provider uses Gateway API gateways; mesh kinds are not ours to write.
+        (
+            "flagger-system:flagger",
+            (
+                "create",
+                "gateway.networking.k8s.io",
+                "gateways",
+                "",
+                "gridos",
+                "",
+            ),
+        ),
+        (
+            "flagger-system:flagger",
+            (
+                "delete",
+                "gateway.networking.k8s.io",
+                "gateways",
+                "",
+                "gridos",
+                "web",
+            ),
+        ),
+        (
+            "flagger-system:flagger",
+            (
+                "create",
+                "networking.istio.io",
+                "virtualservices",
+                "",
+                "gridos",
+                "",
+            ),
+        ),
+        // Flagger reads MetricTemplates and AlertProviders and never creates or deletes a Canary.
+        (
+            "flagger-system:flagger",
+            (
+                "update",
+                "flagger.app",
+                "metrictemplates",
+                "",
+                "gridos",
+                "latency-p99",
+            ),
+        ),
+        (
+            "flagger-system:flagger",
+            ("delete", "flagger.app", "canaries", "", "gridos", "gridos"),
         ),
         (
             "gridos:default",
