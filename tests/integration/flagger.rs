@@ -9,8 +9,10 @@
 //! in arguments (Prometheus's /etc/prometheus and /prometheus) are mapped to directories holding the
 //! ConfigMap's files and an empty data directory.
 //!
-//! One deviation, because every pod here shares one network namespace: Flagger gets `-port=10080`,
-//! since its default 8080 is also the load tester's port. Names and addresses come from
+//! One deviation, because every pod here shares one network namespace: the load tester gets
+//! `-port=18080` after its own `-port=8080` (Go flags: the last wins), since 8080 is also Flagger's
+//! port; the kube-proxy stand-in sends the load tester's Service there (`--moved`). Flagger's pod IP
+//! is put on `lo`, so Prometheus scrapes the real Flagger through our pod annotations. Names and addresses come from
 //! `ingress-nginx-standin` (cluster DNS in the namespace's hosts file, ClusterIPs and pod IPs on
 //! `lo`, the load tester's Service port 80 forwarded to 8080, the app's Services, and the
 //! controller's data plane with its metrics), so nothing leaves the namespace.
@@ -36,8 +38,8 @@ const APP_NS: &str = "gridos";
 const FLAGGER_NS: &str = "flagger-system";
 const HOST: &str = "app.example.com";
 const OLD_IMAGE: &str = "registry.example/gridos:1.0.0";
-/// Flagger's own port, moved off 8080 (the load tester's) because all processes share one network namespace.
-const FLAGGER_PORT: u16 = 10080;
+/// The load tester's port here: its 8080 is also Flagger's, and all processes share one network namespace.
+const LOADTESTER_PORT: u16 = 18080;
 
 /// A directory under the temp dir, removed at drop.
 struct TempDir(PathBuf);
@@ -289,6 +291,22 @@ async fn deployment_command(
     cmd
 }
 
+/// Puts the Flagger pod's IP on `lo`: its process listens on all addresses, so Prometheus reaches it
+/// at the address kubernetes_sd finds (the pod's `prometheus.io/port` 8080).
+async fn flagger_pod_ip_on_lo(c: &Client) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(c.clone(), FLAGGER_NS);
+    let lp = kube::api::ListParams::default().labels("app.kubernetes.io/name=flagger");
+    for pod in pods.list(&lp).await.expect("Flagger pods").items {
+        if let Some(ip) = pod.status.and_then(|s| s.pod_ip) {
+            let st = Command::new("ip")
+                .args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"])
+                .status()
+                .expect("ip addr");
+            assert!(st.success(), "ip addr replace {ip}/32 dev lo");
+        }
+    }
+}
+
 /// Polls `url` until it answers 2xx, or panics with the program's log after `secs`.
 fn wait_http_ok(url: &str, secs: u64, p: &Proc) {
     let until = Instant::now() + Duration::from_secs(secs);
@@ -340,7 +358,9 @@ impl Canary {
             .arg(kubeconfig())
             .arg("--hosts-file")
             .arg(netns_hosts())
-            .args(["--search-namespace", FLAGGER_NS]);
+            .args(["--search-namespace", FLAGGER_NS])
+            .arg("--moved")
+            .arg(format!("{APP_NS}/flagger-loadtester={LOADTESTER_PORT}"));
         let p = Proc::spawn("ingress-nginx-standin", &mut standin, &me.dir.0);
         me.procs.push(p);
         // the Ingress passes the controller's admission webhook, which the stand-in serves
@@ -351,15 +371,21 @@ impl Canary {
         let p = Proc::spawn("prometheus", &mut prom, &me.dir.0);
         wait_http_ok("http://127.0.0.1:9090/-/ready", 60, &p);
         me.procs.push(p);
-        let mut lt = deployment_command(&c, APP_NS, "flagger-loadtester", &me.dir.0, &[]).await;
+        let port = format!("-port={LOADTESTER_PORT}");
+        let mut lt =
+            deployment_command(&c, APP_NS, "flagger-loadtester", &me.dir.0, &[&port]).await;
         let p = Proc::spawn("loadtester", &mut lt, &me.dir.0);
+        wait_http_ok(
+            &format!("http://127.0.0.1:{LOADTESTER_PORT}/healthz"),
+            60,
+            &p,
+        );
+        me.procs.push(p);
+        let mut fl = deployment_command(&c, FLAGGER_NS, "flagger", &me.dir.0, &[]).await;
+        let p = Proc::spawn("flagger", &mut fl, &me.dir.0);
         wait_http_ok("http://127.0.0.1:8080/healthz", 60, &p);
         me.procs.push(p);
-        let port = format!("-port={FLAGGER_PORT}");
-        let mut fl = deployment_command(&c, FLAGGER_NS, "flagger", &me.dir.0, &[&port]).await;
-        let p = Proc::spawn("flagger", &mut fl, &me.dir.0);
-        wait_http_ok(&format!("http://127.0.0.1:{FLAGGER_PORT}/healthz"), 60, &p);
-        me.procs.push(p);
+        flagger_pod_ip_on_lo(&c).await;
         eprintln!(
             "flagger test: installed in {:.1}s, programs ready in {:.1}s",
             installed.as_secs_f64(),
@@ -593,6 +619,40 @@ async fn cluster_flagger_healthy_rollout_is_promoted() {
             .any(|s| s["metric"]["canary"] == "gridos-gridos-canary-80"),
         "canary series: {series:?}"
     );
+    // Every panel of our Grafana dashboard returns data from the real Prometheus, with the
+    // dashboard variables set to the app namespace and the Canary's name.
+    let cm = Api::<ConfigMap>::namespaced(run.c.clone(), FLAGGER_NS)
+        .get("grafana-dashboards")
+        .await
+        .expect("ConfigMap grafana-dashboards");
+    let dashboard: Value = serde_json::from_str(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("canary.json"))
+            .expect("canary.json"),
+    )
+    .expect("dashboard JSON");
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let Some(expr) = target["expr"].as_str() else {
+                continue;
+            };
+            let q = expr
+                .replace("$namespace", APP_NS)
+                .replace("$canary", "gridos");
+            let data = prom_query(&q);
+            assert!(
+                !data.is_empty(),
+                "panel {:?} query {q} returned no data\n{}",
+                panel["title"],
+                run.logs()
+            );
+            queries += 1;
+        }
+    }
+    assert!(queries > 0, "the dashboard has queries");
+    eprintln!("flagger test: {queries} dashboard queries returned data");
     reset(&run.c).await;
 }
 
@@ -651,8 +711,9 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
         "canary wait exits 1: {err}\n{summary}\n{}",
         run.logs()
     );
+    // Flagger names its built-in request-success-rate check "success rate" in its warning
     assert!(
-        err.contains("request-success-rate"),
+        err.contains("advancement success rate"),
         "names the failed metric: {err}"
     );
     assert_eq!(
@@ -663,11 +724,12 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         let msgs = got.lock().unwrap().clone();
-        if msgs
+        // Flagger's rollback alert: its notifier's text for a rollback on failed checks
+        if let Some(m) = msgs
             .iter()
-            .any(|m| m.contains("Rolling back") || m.contains("rolling back"))
+            .find(|m| m.contains("Failed checks threshold reached 2"))
         {
-            assert!(msgs.iter().any(|m| m.contains("gridos")), "{msgs:?}");
+            assert!(m.contains("gridos.gridos"), "names the canary: {m}");
             break;
         }
         assert!(

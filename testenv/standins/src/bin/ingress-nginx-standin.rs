@@ -22,7 +22,8 @@
 //!   port with that behaviour (e.g. the acceptance test's curl to `gridos-canary`).
 //! - kube-proxy stand-in: every Service's ClusterIP is added to `lo`; where a Service's port differs
 //!   from its target port, connections to ClusterIP:port are forwarded to 127.0.0.1:targetPort (the
-//!   real programs listen on all addresses of the namespace, as in their pods).
+//!   real programs listen on all addresses of the namespace, as in their pods; `--moved` names a
+//!   Service whose process had to take another port here).
 //! - DNS stand-in (`--hosts-file`, the namespace's /etc/hosts): the names kube-dns answers for each
 //!   Service (`svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`, and the bare `svc` for the
 //!   namespaces given with `--search-namespace`, which stands for the pods' DNS search path). The
@@ -107,6 +108,10 @@ struct Args {
     /// Namespaces whose Services also resolve by their bare name (the pods' DNS search path).
     #[arg(long)]
     search_namespace: Vec<String>,
+    /// `NS/SERVICE=PORT`: the process behind this Service listens on PORT here instead of its
+    /// target port (all processes share one network namespace, so two cannot both take 8080).
+    #[arg(long)]
+    moved: Vec<String>,
     /// The controller's admission webhook Service (in the controller namespace).
     #[arg(long, default_value = "ingress-nginx-controller-admission")]
     admission_service: String,
@@ -743,6 +748,14 @@ fn target_port(
     }
 }
 
+/// The port `--moved` gives the process behind Service `ns/name`.
+fn moved_port(args: &Args, ns: &str, name: &str) -> Option<u16> {
+    args.moved.iter().find_map(|m| {
+        let (svc, port) = m.split_once('=')?;
+        (svc == format!("{ns}/{name}")).then(|| port.parse().ok())?
+    })
+}
+
 /// Addresses to put on `lo`, listeners to run, and the hosts-file lines, from the current objects.
 fn desired(
     args: &Args,
@@ -805,7 +818,8 @@ fn desired(
                     service: name.clone(),
                 };
                 listeners.insert((addr, role), ());
-            } else if let Some(t) = target_port(stores, &svc, &port)
+            } else if let Some(t) =
+                moved_port(args, &ns, &name).or_else(|| target_port(stores, &svc, &port))
                 && t != p
             {
                 listeners.insert((addr, Role::Forward { to_port: t }), ());
