@@ -704,22 +704,11 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
         .create(&PostParams::default(), &secret)
         .await
         .expect("alert Secret");
-    let (code, summary, err) = run.release("registry.example/gridos:1.1.0-err3").await;
-    assert_eq!(
-        code,
-        1,
-        "canary wait exits 1: {err}\n{summary}\n{}",
-        run.logs()
-    );
+    let (_, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-err3").await;
     // Flagger names its built-in request-success-rate check "success rate" in its warning
     assert!(
         err.contains("advancement success rate"),
         "names the failed metric: {err}"
-    );
-    assert_eq!(
-        run.primary_image().await,
-        OLD_IMAGE,
-        "primary keeps the old image"
     );
     let until = Instant::now() + Duration::from_secs(20);
     loop {
@@ -742,19 +731,30 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
     reset(&run.c).await;
 }
 
-#[tokio::test]
-async fn cluster_flagger_slow_canary_rolls_back_on_latency() {
-    let _l = cluster_lock().await;
-    let run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
-    let (code, summary, err) = run.release("registry.example/gridos:1.1.0-slow700").await;
+/// Releases `image` on a running canary and asserts Flagger rolled it back: `canary wait` exits 1
+/// and the primary keeps the old image. Returns the wait's summary and stderr.
+async fn expect_rollback(run: &Canary, image: &str) -> (Value, String) {
+    let (code, summary, err) = run.release(image).await;
     assert_eq!(
         code,
         1,
         "canary wait exits 1: {err}\n{summary}\n{}",
         run.logs()
     );
+    assert_eq!(
+        run.primary_image().await,
+        OLD_IMAGE,
+        "primary keeps the old image"
+    );
+    (summary, err)
+}
+
+#[tokio::test]
+async fn cluster_flagger_slow_canary_rolls_back_on_latency() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
+    let (_, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-slow700").await;
     assert!(err.contains("latency-p99"), "names latency-p99: {err}");
-    assert_eq!(run.primary_image().await, OLD_IMAGE);
     reset(&run.c).await;
 }
 
@@ -829,13 +829,7 @@ async fn cluster_flagger_failing_pre_rollout_stops_the_rollout() {
     let _l = cluster_lock().await;
     let run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
     // Every answer of this version is a 503, so the acceptance test's curl fails.
-    let (code, summary, err) = run.release("registry.example/gridos:1.1.0-err100").await;
-    assert_eq!(
-        code,
-        1,
-        "canary wait exits 1: {err}\n{summary}\n{}",
-        run.logs()
-    );
+    let (summary, _) = expect_rollback(&run, "registry.example/gridos:1.1.0-err100").await;
     assert_eq!(
         summary["weights_seen"],
         json!([]),
@@ -850,6 +844,5 @@ async fn cluster_flagger_failing_pre_rollout_stops_the_rollout() {
         !lt.contains("hey -z"),
         "no rollout webhook after a failed pre-rollout:\n{lt}"
     );
-    assert_eq!(run.primary_image().await, OLD_IMAGE);
     reset(&run.c).await;
 }

@@ -40,7 +40,7 @@
 //! `<namespace>-<service>-<port>`, internal/ingress/controller/util.go upstreamName; empty when the
 //! request went to the main backend).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -757,16 +757,16 @@ fn moved_port(args: &Args, ns: &str, name: &str) -> Option<u16> {
 }
 
 /// Addresses to put on `lo`, listeners to run, and the hosts-file lines, from the current objects.
-fn desired(
-    args: &Args,
-    stores: &Stores,
-) -> (
-    HashSet<IpAddr>,
-    BTreeMap<(SocketAddr, Role), ()>,
-    Vec<String>,
-) {
+/// What should exist now: addresses on `lo`, listeners, hosts-file lines.
+struct Desired {
+    ips: HashSet<IpAddr>,
+    listeners: BTreeSet<(SocketAddr, Role)>,
+    hosts: Vec<String>,
+}
+
+fn desired(args: &Args, stores: &Stores) -> Desired {
     let mut ips = HashSet::new();
-    let mut listeners = BTreeMap::new();
+    let mut listeners = BTreeSet::new();
     let mut hosts = Vec::new();
     let app_services: HashSet<(String, String)> = stores
         .ingresses
@@ -811,18 +811,18 @@ fn desired(
             };
             let addr = SocketAddr::new(ip, p);
             if ns == args.controller_namespace && name == args.admission_service {
-                listeners.insert((addr, Role::Admission), ());
+                listeners.insert((addr, Role::Admission));
             } else if is_app {
                 let role = Role::App {
                     namespace: ns.clone(),
                     service: name.clone(),
                 };
-                listeners.insert((addr, role), ());
+                listeners.insert((addr, role));
             } else if let Some(t) =
                 moved_port(args, &ns, &name).or_else(|| target_port(stores, &svc, &port))
                 && t != p
             {
-                listeners.insert((addr, Role::Forward { to_port: t }), ());
+                listeners.insert((addr, Role::Forward { to_port: t }));
             }
         }
     }
@@ -839,17 +839,18 @@ fn desired(
             continue;
         }
         ips.insert(ip);
-        listeners.insert(
-            (
-                SocketAddr::new(ip, args.metrics_port),
-                Role::Metrics {
-                    pod: pod.name_any(),
-                },
-            ),
-            (),
-        );
+        listeners.insert((
+            SocketAddr::new(ip, args.metrics_port),
+            Role::Metrics {
+                pod: pod.name_any(),
+            },
+        ));
     }
-    (ips, listeners, hosts)
+    Desired {
+        ips,
+        listeners,
+        hosts,
+    }
 }
 
 fn add_address(ip: IpAddr) {
@@ -942,20 +943,24 @@ async fn main() -> Result<()> {
             _ = every.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
         }
-        let (ips, listeners, hosts) = desired(&args, &stores);
+        let Desired {
+            ips,
+            listeners,
+            hosts,
+        } = desired(&args, &stores);
         for ip in ips {
             if added.insert(ip) {
                 add_address(ip);
             }
         }
         running.retain(|k, h| {
-            let keep = listeners.contains_key(k);
+            let keep = listeners.contains(k);
             if !keep {
                 h.abort();
             }
             keep
         });
-        for ((addr, role), ()) in listeners {
+        for (addr, role) in listeners {
             running.entry((addr, role.clone())).or_insert_with(|| {
                 tokio::spawn(serve(
                     addr,
