@@ -447,23 +447,7 @@ impl Canary {
     /// Starts `canary wait -o json`, sets the app's image, and returns the wait's exit code, its
     /// summary object and its stderr.
     async fn release(&self, image: &str) -> (i32, Value, String) {
-        let kc = kubeconfig();
-        let wait = Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
-            .args([
-                "canary",
-                "wait",
-                "-o",
-                "json",
-                "--timeout",
-                "150s",
-                "--kubeconfig",
-            ])
-            .arg(&kc)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("canary wait");
+        let wait = canary_wait();
         set_image(&self.c, image).await;
         let t0 = Instant::now();
         let out = tokio::task::spawn_blocking(move || wait.wait_with_output())
@@ -500,6 +484,26 @@ impl Canary {
             .map(|p| p.containers[0].image.clone().unwrap_or_default())
             .unwrap_or_default()
     }
+}
+
+/// `gridos-setup canary wait -o json` on the default canary (gridos/gridos), started in the background.
+fn canary_wait() -> Child {
+    Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
+        .args([
+            "canary",
+            "wait",
+            "-o",
+            "json",
+            "--timeout",
+            "150s",
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("canary wait")
 }
 
 /// The app as the user's chart would create it: Deployment gridos and its Ingress to Service gridos
@@ -762,22 +766,7 @@ async fn cluster_flagger_slow_canary_rolls_back_on_latency() {
 async fn cluster_flagger_prometheus_down_never_promotes() {
     let _l = cluster_lock().await;
     let mut run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
-    let wait = Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
-        .args([
-            "canary",
-            "wait",
-            "-o",
-            "json",
-            "--timeout",
-            "120s",
-            "--kubeconfig",
-        ])
-        .arg(kubeconfig())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("canary wait");
+    let wait = canary_wait();
     set_image(&run.c, "registry.example/gridos:1.1.0").await;
     // Stop Prometheus once traffic shifts (the analysis has begun).
     let until = Instant::now() + Duration::from_secs(60);
