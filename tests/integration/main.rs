@@ -12,6 +12,7 @@ mod certs;
 mod check;
 mod crds;
 mod faults;
+mod flagger;
 mod fronts;
 mod grafana;
 mod guidance;

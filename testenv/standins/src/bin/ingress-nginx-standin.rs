@@ -1,0 +1,1012 @@
+//! Test stand-in for ingress-nginx's data plane (NGINX and its Lua metrics), and for the cluster DNS and kube-proxy it relies on.
+//!
+//! The test control plane runs the controller's pods as kwok pods, which run no process, and has no
+//! kube-dns or kube-proxy. The real Flagger, Prometheus and load tester run as processes inside the
+//! test network namespace; this stand-in makes the cluster's names and addresses reach them there:
+//!
+//! - Data plane: it watches the Ingresses of our class as the controller does, including the canary
+//!   Ingress Flagger creates (`nginx.ingress.kubernetes.io/canary: "true"` and its `canary-weight`,
+//!   out of `canary-weight-total`, default 100; ingress-nginx docs, user-guide/nginx-configuration/
+//!   annotations.md#canary). It sends a steady synthetic request rate (`--rps` per Ingress path)
+//!   through each path, split between the main backend and the canary backend by the weight, and
+//!   serves the series ingress-nginx 1.15.1 exports for them on each controller pod's address and
+//!   metrics port (10254, `--metrics-port`), where Prometheus finds the pods through our scrape
+//!   configuration (their `prometheus.io/*` annotations). The pod addresses are added to `lo`.
+//! - Behaviour of a version comes from its Deployment's pod template (first container's image tag):
+//!   `-errN` answers N % of requests with 503, `-slowN` takes N ms per request (so its p99 is N ms);
+//!   anything else answers 200 in 20 ms.
+//! - Admission: the controller's validating webhook (Service `ingress-nginx-controller-admission`,
+//!   TLS with the Secret `ingress-nginx-admission` that gridos-setup generates) answers every
+//!   AdmissionReview with allowed; the real one renders and tests an nginx.conf, which is not here.
+//! - App stand-in: every Service an Ingress of our class routes to answers HTTP on its ClusterIP and
+//!   port with that behaviour (e.g. the acceptance test's curl to `gridos-canary`).
+//! - kube-proxy stand-in: every Service's ClusterIP is added to `lo`; where a Service's port differs
+//!   from its target port, connections to ClusterIP:port are forwarded to 127.0.0.1:targetPort (the
+//!   real programs listen on all addresses of the namespace, as in their pods; `--moved` names a
+//!   Service whose process had to take another port here).
+//! - DNS stand-in (`--hosts-file`, the namespace's /etc/hosts): the names kube-dns answers for each
+//!   Service (`svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`, and the bare `svc` for the
+//!   namespaces given with `--search-namespace`, which stands for the pods' DNS search path). The
+//!   file is rewritten in place (same inode), because `ip netns exec` bind-mounts it.
+//!
+//! Metric names, label names and values follow ingress-nginx's source (controller-v1.15.1):
+//! internal/ingress/metric/collectors/socket.go (`requestTags`: status, method, path, namespace,
+//! ingress, service, canary, plus host with metrics-per-host, the default; constant labels
+//! controller_namespace, controller_class, controller_pod; `nginx_ingress_controller_requests` is a
+//! counter, `nginx_ingress_controller_request_duration_seconds` a histogram with the `--time-buckets`
+//! default, prometheus.DefBuckets); rootfs/etc/nginx/lua/monitor.lua fills them from
+//! `ngx.var.namespace`, `ngx.var.ingress_name`, `ngx.var.service_name` (the main Ingress's backend,
+//! also for canary requests) and `ngx.var.proxy_alternative_upstream_name` (the canary upstream
+//! `<namespace>-<service>-<port>`, internal/ingress/controller/util.go upstreamName; empty when the
+//! request went to the main backend).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, ResourceExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
+const CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
+const CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight-total";
+const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+/// prometheus.DefBuckets, ingress-nginx's default `--time-buckets`.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const MARK_BEGIN: &str = "# BEGIN ingress-nginx-standin (cluster DNS stand-in)";
+const MARK_END: &str = "# END ingress-nginx-standin";
+/// Synthetic traffic is sent in ticks of this length.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Parser)]
+#[command(about = "Test stand-in for ingress-nginx's data plane, cluster DNS and kube-proxy")]
+struct Args {
+    /// Kubeconfig of the test control plane.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Namespace of the controller's pods.
+    #[arg(long, default_value = "ingress-nginx")]
+    controller_namespace: String,
+    /// Label selector of the controller's pods.
+    #[arg(
+        long,
+        default_value = "app.kubernetes.io/name=ingress-nginx,app.kubernetes.io/component=controller"
+    )]
+    controller_selector: String,
+    /// IngressClass name whose Ingresses this data plane serves.
+    #[arg(long, default_value = "nginx")]
+    ingress_class: String,
+    /// The IngressClass's `spec.controller` (the controller_class label).
+    #[arg(long, default_value = "k8s.io/ingress-nginx")]
+    controller_class: String,
+    /// Synthetic requests per second through each Ingress path.
+    #[arg(long, default_value_t = 100)]
+    rps: u32,
+    /// The controller's metrics port (its `--enable-metrics` endpoint).
+    #[arg(long, default_value_t = 10254)]
+    metrics_port: u16,
+    /// The hosts file to keep Service names in (the network namespace's /etc/hosts).
+    #[arg(long)]
+    hosts_file: Option<PathBuf>,
+    /// Namespaces whose Services also resolve by their bare name (the pods' DNS search path).
+    #[arg(long)]
+    search_namespace: Vec<String>,
+    /// `NS/SERVICE=PORT`: the process behind this Service listens on PORT here instead of its
+    /// target port (all processes share one network namespace, so two cannot both take 8080).
+    #[arg(long)]
+    moved: Vec<String>,
+    /// The controller's admission webhook Service (in the controller namespace).
+    #[arg(long, default_value = "ingress-nginx-controller-admission")]
+    admission_service: String,
+    /// The TLS Secret the admission webhook serves with (in the controller namespace).
+    #[arg(long, default_value = "ingress-nginx-admission")]
+    admission_secret: String,
+}
+
+/// How one version of the app answers, from its pod template's image tag.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Behaviour {
+    error_percent: f64,
+    latency_ms: u64,
+}
+
+fn behaviour_of_image(image: &str) -> Behaviour {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let tag = without_digest
+        .rsplit_once(':')
+        .filter(|(_, t)| !t.contains('/'))
+        .map(|(_, t)| t)
+        .unwrap_or("");
+    let mut b = Behaviour {
+        error_percent: 0.0,
+        latency_ms: 20,
+    };
+    for part in tag.split('-') {
+        if let Some(n) = part.strip_prefix("err").and_then(|n| n.parse::<f64>().ok()) {
+            b.error_percent = n;
+        }
+        if let Some(n) = part
+            .strip_prefix("slow")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            b.latency_ms = n;
+        }
+    }
+    b
+}
+
+/// Label values of one request series, in the order of the exposition (sorted by name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Series {
+    canary: String,
+    host: String,
+    ingress: String,
+    method: String,
+    namespace: String,
+    path: String,
+    service: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct PodMetrics {
+    requests: BTreeMap<Series, u64>,
+    durations: BTreeMap<Series, Histogram>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per controller pod name.
+    pods: BTreeMap<String, PodMetrics>,
+    /// Fractional request, canary and error counts carried between ticks (deterministic split).
+    carry: HashMap<String, f64>,
+    round_robin: usize,
+}
+
+struct Stores {
+    ingresses: Store<Ingress>,
+    services: Store<Service>,
+    deployments: Store<Deployment>,
+    pods: Store<Pod>,
+}
+
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!("watch: {e}");
+            }
+        }
+    });
+    reader
+}
+
+fn of_our_class(ing: &Ingress, class: &str) -> bool {
+    let by_field = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        == Some(class);
+    by_field || ing.annotations().get(LEGACY_CLASS).map(String::as_str) == Some(class)
+}
+
+fn is_canary(ing: &Ingress) -> bool {
+    ing.annotations().get(CANARY).map(String::as_str) == Some("true")
+}
+
+/// One path of an Ingress: where requests for host+path go.
+#[derive(Clone, Debug)]
+struct Route {
+    namespace: String,
+    ingress: String,
+    host: String,
+    path: String,
+    service: String,
+    port: String,
+}
+
+fn routes(ing: &Ingress) -> Vec<Route> {
+    let mut out = Vec::new();
+    let ns = ing.namespace().unwrap_or_default();
+    for rule in ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        for p in rule
+            .http
+            .as_ref()
+            .map(|h| h.paths.as_slice())
+            .unwrap_or_default()
+        {
+            let Some(svc) = p.backend.service.as_ref() else {
+                continue;
+            };
+            let port = svc
+                .port
+                .as_ref()
+                .and_then(|sp| sp.number.map(|n| n.to_string()).or_else(|| sp.name.clone()))
+                .unwrap_or_default();
+            out.push(Route {
+                namespace: ns.clone(),
+                ingress: ing.name_any(),
+                host: rule.host.clone().unwrap_or_default(),
+                path: p.path.clone().unwrap_or_else(|| "/".into()),
+                service: svc.name.clone(),
+                port,
+            });
+        }
+    }
+    out
+}
+
+fn canary_weight(ing: &Ingress) -> f64 {
+    let get = |k: &str, d: f64| {
+        ing.annotations()
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(d)
+    };
+    let total = get(CANARY_WEIGHT_TOTAL, 100.0);
+    if total <= 0.0 {
+        return 0.0;
+    }
+    (get(CANARY_WEIGHT, 0.0) / total).clamp(0.0, 1.0)
+}
+
+/// The Deployments whose pod template a Service's selector matches.
+fn selected_deployments(stores: &Stores, ns: &str, service: &str) -> Vec<Arc<Deployment>> {
+    let Some(svc) = stores
+        .services
+        .state()
+        .into_iter()
+        .find(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == service)
+    else {
+        return Vec::new();
+    };
+    let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.clone()) else {
+        return Vec::new();
+    };
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    stores
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns))
+        .filter(|d| {
+            let labels = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .collect()
+}
+
+fn behaviour_of_service(stores: &Stores, ns: &str, service: &str) -> Behaviour {
+    selected_deployments(stores, ns, service)
+        .first()
+        .and_then(|d| d.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.as_deref())
+        .map(behaviour_of_image)
+        .unwrap_or_else(|| behaviour_of_image(""))
+}
+
+/// Adds `n` (fractional) to a carried count and returns how many whole units it yields.
+fn take_whole(carry: &mut HashMap<String, f64>, key: &str, n: f64) -> u64 {
+    let c = carry.entry(key.to_string()).or_insert(0.0);
+    *c += n;
+    let whole = c.floor();
+    *c -= whole;
+    whole as u64
+}
+
+fn record(pm: &mut PodMetrics, series: Series, seconds: f64) {
+    *pm.requests.entry(series.clone()).or_insert(0) += 1;
+    let h = pm.durations.entry(series).or_default();
+    for (i, le) in BUCKETS.iter().enumerate() {
+        if seconds <= *le {
+            h.buckets[i] += 1;
+        }
+    }
+    h.sum += seconds;
+    h.count += 1;
+}
+
+/// One tick of synthetic traffic through every path of every Ingress of our class.
+fn traffic_tick(args: &Args, stores: &Stores, state: &Mutex<State>) {
+    let ingresses: Vec<Arc<Ingress>> = stores
+        .ingresses
+        .state()
+        .into_iter()
+        .filter(|i| of_our_class(i, &args.ingress_class))
+        .collect();
+    let pods = ready_controller_pods(stores);
+    if pods.is_empty() {
+        return;
+    }
+    let canaries: Vec<(Route, f64)> = ingresses
+        .iter()
+        .filter(|i| is_canary(i))
+        .flat_map(|i| {
+            let w = canary_weight(i);
+            routes(i).into_iter().map(move |r| (r, w))
+        })
+        .collect();
+    let Ok(mut st) = state.lock() else { return };
+    let per_tick = f64::from(args.rps) * TICK.as_secs_f64();
+    for main in ingresses.iter().filter(|i| !is_canary(i)) {
+        for route in routes(main) {
+            let key = format!(
+                "{}/{}/{}{}",
+                route.namespace, route.ingress, route.host, route.path
+            );
+            let n = take_whole(&mut st.carry, &format!("req {key}"), per_tick);
+            let canary = canaries.iter().find(|(c, _)| {
+                c.namespace == route.namespace && c.host == route.host && c.path == route.path
+            });
+            let n_canary = match canary {
+                Some((_, w)) => take_whole(&mut st.carry, &format!("canary {key}"), n as f64 * w),
+                None => 0,
+            };
+            for (count, backend) in [
+                (n.saturating_sub(n_canary), None),
+                (n_canary, canary.map(|(c, _)| c)),
+            ] {
+                let (svc, upstream) = match backend {
+                    None => (route.service.clone(), String::new()),
+                    Some(c) => (
+                        c.service.clone(),
+                        format!("{}-{}-{}", c.namespace, c.service, c.port),
+                    ),
+                };
+                let b = behaviour_of_service(stores, &route.namespace, &svc);
+                let errors = take_whole(
+                    &mut st.carry,
+                    &format!("err {}/{svc}", route.namespace),
+                    count as f64 * b.error_percent / 100.0,
+                )
+                .min(count);
+                for i in 0..count {
+                    let status = if i < errors { "503" } else { "200" };
+                    let pod = pods[st.round_robin % pods.len()].clone();
+                    st.round_robin = st.round_robin.wrapping_add(1);
+                    let series = Series {
+                        canary: upstream.clone(),
+                        host: route.host.clone(),
+                        ingress: route.ingress.clone(),
+                        method: "GET".into(),
+                        namespace: route.namespace.clone(),
+                        path: route.path.clone(),
+                        // the main Ingress's backend, for canary requests too (monitor.lua)
+                        service: route.service.clone(),
+                        status: status.into(),
+                    };
+                    record(
+                        st.pods.entry(pod).or_default(),
+                        series,
+                        b.latency_ms as f64 / 1000.0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn ready_controller_pods(stores: &Stores) -> Vec<String> {
+    let mut v: Vec<String> = stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    v.sort();
+    v
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels(s: &Series, consts: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("canary", &s.canary),
+        ("host", &s.host),
+        ("ingress", &s.ingress),
+        ("method", &s.method),
+        ("namespace", &s.namespace),
+        ("path", &s.path),
+        ("service", &s.service),
+        ("status", &s.status),
+    ];
+    pairs.extend_from_slice(consts);
+    pairs.extend(extra);
+    pairs.sort();
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+/// The text exposition of one controller pod's request series.
+fn exposition(args: &Args, state: &State, pod: &str) -> String {
+    let mut out = String::new();
+    let consts = [
+        ("controller_class", args.controller_class.as_str()),
+        ("controller_namespace", args.controller_namespace.as_str()),
+        ("controller_pod", pod),
+    ];
+    let empty = PodMetrics::default();
+    let pm = state.pods.get(pod).unwrap_or(&empty);
+    out.push_str("# HELP nginx_ingress_controller_requests The total number of client requests\n");
+    out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
+    for (s, n) in &pm.requests {
+        let _ = writeln!(
+            out,
+            "nginx_ingress_controller_requests{} {n}",
+            labels(s, &consts, None)
+        );
+    }
+    let name = "nginx_ingress_controller_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} The request processing time in milliseconds"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (s, h) in &pm.durations {
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                labels(s, &consts, Some(("le", &le.to_string()))),
+                h.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {}",
+            labels(s, &consts, Some(("le", "+Inf"))),
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{} {}", labels(s, &consts, None), h.sum);
+        let _ = writeln!(out, "{name}_count{} {}", labels(s, &consts, None), h.count);
+    }
+    out
+}
+
+/// What answers on one address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Role {
+    Metrics { pod: String },
+    App { namespace: String, service: String },
+    Forward { to_port: u16 },
+    Admission,
+}
+
+/// Reads one HTTP request's head (enough to route it) and returns its path.
+async fn read_head(conn: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > 16 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace().nth(1).map(str::to_string)
+}
+
+async fn respond(conn: &mut TcpStream, code: u16, content_type: &str, body: &str) {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let msg = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = conn.write_all(msg.as_bytes()).await;
+    let _ = conn.shutdown().await;
+}
+
+/// A TLS acceptor with the admission Secret's certificate, retried until the Secret is there.
+async fn admission_tls(client: &Client, args: &Args) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &args.controller_namespace);
+    loop {
+        let attempt = async {
+            let s = secrets.get(&args.admission_secret).await?;
+            let data = s.data.unwrap_or_default();
+            let crt = data.get("tls.crt").context("no tls.crt")?;
+            let key = data.get("tls.key").context("no tls.key")?;
+            let certs = CertificateDer::pem_slice_iter(&crt.0).collect::<Result<Vec<_>, _>>()?;
+            let key = PrivateKeyDer::from_pem_slice(&key.0)?;
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+            anyhow::Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        };
+        match attempt.await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!("admission certificate: {e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Answers one AdmissionReview over TLS: allowed, with the request's uid.
+async fn admit(acceptor: tokio_rustls::TlsAcceptor, conn: TcpStream) {
+    let Ok(mut tls) = acceptor.accept(conn).await else {
+        return;
+    };
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head_end, len) = loop {
+        let Ok(n) = tls.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 || buf.len() > 4 * 1024 * 1024 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        let Ok(n) = tls.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let review: serde_json::Value =
+        serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or_default();
+    let body = serde_json::json!({
+        "apiVersion": review["apiVersion"].as_str().unwrap_or("admission.k8s.io/v1"),
+        "kind": "AdmissionReview",
+        "response": {"uid": review["request"]["uid"], "allowed": true},
+    })
+    .to_string();
+    let msg = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(msg.as_bytes()).await;
+    let _ = tls.shutdown().await;
+}
+
+async fn serve(
+    addr: SocketAddr,
+    role: Role,
+    args: Arc<Args>,
+    stores: Arc<Stores>,
+    state: Arc<Mutex<State>>,
+    client: Client,
+) {
+    let acceptor = match role {
+        Role::Admission => Some(admission_tls(&client, &args).await),
+        _ => None,
+    };
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!("bind {addr} ({role:?}): {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!("serving {role:?} on {addr}");
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let (role, args, stores, state) =
+            (role.clone(), args.clone(), stores.clone(), state.clone());
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match role {
+                Role::Admission => {
+                    if let Some(a) = acceptor {
+                        admit(a, conn).await;
+                    }
+                }
+                Role::Forward { to_port } => {
+                    if let Ok(mut up) = TcpStream::connect(("127.0.0.1", to_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                    }
+                }
+                Role::Metrics { pod } => {
+                    let Some(path) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    if path != "/metrics" {
+                        respond(&mut conn, 404, "text/plain", "not found\n").await;
+                        return;
+                    }
+                    let body = match state.lock() {
+                        Ok(st) => exposition(&args, &st, &pod),
+                        Err(_) => return,
+                    };
+                    respond(&mut conn, 200, "text/plain; version=0.0.4", &body).await;
+                }
+                Role::App { namespace, service } => {
+                    if read_head(&mut conn).await.is_none() {
+                        return;
+                    }
+                    let b = behaviour_of_service(&stores, &namespace, &service);
+                    let fail = match state.lock() {
+                        Ok(mut st) => {
+                            take_whole(
+                                &mut st.carry,
+                                &format!("direct err {namespace}/{service}"),
+                                b.error_percent / 100.0,
+                            ) > 0
+                        }
+                        Err(_) => false,
+                    };
+                    tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
+                    let code = if fail { 503 } else { 200 };
+                    respond(&mut conn, code, "text/plain", &format!("{service}\n")).await;
+                }
+            }
+        });
+    }
+}
+
+/// The target port a Service port reaches, resolving a named port against the selected pods.
+fn target_port(
+    stores: &Stores,
+    svc: &Service,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Option<u16> {
+    match &port.target_port {
+        None => u16::try_from(port.port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(name)) => {
+            let ns = svc.namespace().unwrap_or_default();
+            selected_deployments(stores, &ns, &svc.name_any())
+                .iter()
+                .filter_map(|d| d.spec.as_ref()?.template.spec.as_ref())
+                .flat_map(|p| p.containers.iter())
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+        }
+    }
+}
+
+/// The port `--moved` gives the process behind Service `ns/name`.
+fn moved_port(args: &Args, ns: &str, name: &str) -> Option<u16> {
+    args.moved.iter().find_map(|m| {
+        let (svc, port) = m.split_once('=')?;
+        (svc == format!("{ns}/{name}")).then(|| port.parse().ok())?
+    })
+}
+
+/// Addresses to put on `lo`, listeners to run, and the hosts-file lines, from the current objects.
+/// What should exist now: addresses on `lo`, listeners, hosts-file lines.
+struct Desired {
+    ips: HashSet<IpAddr>,
+    listeners: BTreeSet<(SocketAddr, Role)>,
+    hosts: Vec<String>,
+}
+
+fn desired(args: &Args, stores: &Stores) -> Desired {
+    let mut ips = HashSet::new();
+    let mut listeners = BTreeSet::new();
+    let mut hosts = Vec::new();
+    let app_services: HashSet<(String, String)> = stores
+        .ingresses
+        .state()
+        .iter()
+        .filter(|i| of_our_class(i, &args.ingress_class))
+        .flat_map(|i| routes(i))
+        .map(|r| (r.namespace, r.service))
+        .collect();
+    let mut services = stores.services.state();
+    services.sort_by_key(|s| (s.namespace(), s.name_any()));
+    for svc in services {
+        let ns = svc.namespace().unwrap_or_default();
+        let name = svc.name_any();
+        let Some(ip) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        ips.insert(ip);
+        let mut names = vec![
+            format!("{name}.{ns}"),
+            format!("{name}.{ns}.svc"),
+            format!("{name}.{ns}.svc.cluster.local"),
+        ];
+        if args.search_namespace.contains(&ns) {
+            names.insert(0, name.clone());
+        }
+        hosts.push(format!("{ip} {}", names.join(" ")));
+        let is_app = app_services.contains(&(ns.clone(), name.clone()));
+        for port in svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.clone())
+            .unwrap_or_default()
+        {
+            let Ok(p) = u16::try_from(port.port) else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, p);
+            if ns == args.controller_namespace && name == args.admission_service {
+                listeners.insert((addr, Role::Admission));
+            } else if is_app {
+                let role = Role::App {
+                    namespace: ns.clone(),
+                    service: name.clone(),
+                };
+                listeners.insert((addr, role));
+            } else if let Some(t) =
+                moved_port(args, &ns, &name).or_else(|| target_port(stores, &svc, &port))
+                && t != p
+            {
+                listeners.insert((addr, Role::Forward { to_port: t }));
+            }
+        }
+    }
+    for pod in stores.pods.state() {
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        ips.insert(ip);
+        listeners.insert((
+            SocketAddr::new(ip, args.metrics_port),
+            Role::Metrics {
+                pod: pod.name_any(),
+            },
+        ));
+    }
+    Desired {
+        ips,
+        listeners,
+        hosts,
+    }
+}
+
+fn add_address(ip: IpAddr) {
+    let prefix = if ip.is_ipv4() { 32 } else { 128 };
+    // `replace` is idempotent: an address already there is no error.
+    let status = std::process::Command::new("ip")
+        .args(["addr", "replace", &format!("{ip}/{prefix}"), "dev", "lo"])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        tracing::warn!("cannot add {ip} to lo: {status:?}");
+    }
+}
+
+/// Rewrites our block of the hosts file in place, keeping every other line.
+fn write_hosts(path: &std::path::Path, lines: &[String]) -> Result<()> {
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let mut kept = Vec::new();
+    let mut inside = false;
+    for l in current.lines() {
+        if l == MARK_BEGIN {
+            inside = true;
+        } else if l == MARK_END {
+            inside = false;
+        } else if !inside {
+            kept.push(l.to_string());
+        }
+    }
+    let mut out = kept.join("\n");
+    out.push('\n');
+    out.push_str(MARK_BEGIN);
+    out.push('\n');
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(MARK_END);
+    out.push('\n');
+    if out != current {
+        // write truncates the same file: `ip netns exec` bind-mounted this inode over /etc/hosts
+        std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Arc::new(Args::parse());
+    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = Client::try_from(config)?;
+    // fail early with a clear message when the API is not there
+    Api::<Service>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("listing Services")?;
+    let stores = Arc::new(Stores {
+        ingresses: spawn_reflector(Api::<Ingress>::all(client.clone()), Default::default()),
+        services: spawn_reflector(Api::<Service>::all(client.clone()), Default::default()),
+        deployments: spawn_reflector(Api::<Deployment>::all(client.clone()), Default::default()),
+        pods: spawn_reflector(
+            Api::<Pod>::namespaced(client.clone(), &args.controller_namespace),
+            watcher::Config::default().labels(&args.controller_selector),
+        ),
+    });
+    let state = Arc::new(Mutex::new(State::default()));
+
+    let traffic = {
+        let (args, stores, state) = (args.clone(), stores.clone(), state.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            loop {
+                tick.tick().await;
+                traffic_tick(&args, &stores, &state);
+            }
+        })
+    };
+
+    let mut added: HashSet<IpAddr> = HashSet::new();
+    let mut running: BTreeMap<(SocketAddr, Role), JoinHandle<()>> = BTreeMap::new();
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let Desired {
+            ips,
+            listeners,
+            hosts,
+        } = desired(&args, &stores);
+        for ip in ips {
+            if added.insert(ip) {
+                add_address(ip);
+            }
+        }
+        running.retain(|k, h| {
+            let keep = listeners.contains(k);
+            if !keep {
+                h.abort();
+            }
+            keep
+        });
+        for (addr, role) in listeners {
+            running.entry((addr, role.clone())).or_insert_with(|| {
+                tokio::spawn(serve(
+                    addr,
+                    role,
+                    args.clone(),
+                    stores.clone(),
+                    state.clone(),
+                    client.clone(),
+                ))
+            });
+        }
+        if let Some(path) = &args.hosts_file
+            && let Err(e) = write_hosts(path, &hosts)
+        {
+            tracing::warn!("{e:#}");
+        }
+    }
+    traffic.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaviour_from_tag() {
+        assert_eq!(
+            behaviour_of_image("ghcr.io/x/gridos:1.2-err3").error_percent,
+            3.0
+        );
+        assert_eq!(
+            behaviour_of_image("localhost:5000/gridos:2-slow700").latency_ms,
+            700
+        );
+        assert_eq!(behaviour_of_image("gridos:2@sha256:abc").latency_ms, 20);
+        assert_eq!(
+            behaviour_of_image("localhost:5000/gridos").error_percent,
+            0.0
+        );
+    }
+
+    #[test]
+    fn carry_splits_exactly() {
+        let mut c = HashMap::new();
+        let total: u64 = (0..100).map(|_| take_whole(&mut c, "k", 0.3)).sum();
+        assert_eq!(total, 30);
+    }
+}
