@@ -112,106 +112,121 @@ pub const APPGW_PROBE_HOST: &str = "127.0.0.1";
 pub fn guidance(input: &GuidanceInput) -> Guidance {
     let v = input.values;
     let address = input.address.unwrap_or(ADDRESS_PENDING);
-    let mut dns = Vec::new();
-    let mut steps = Vec::new();
-    let mut warnings = Vec::new();
-
+    let mut g = Guidance {
+        dns: Vec::new(),
+        next_steps: Vec::new(),
+        warnings: Vec::new(),
+    };
     if input.address.is_none() {
-        warnings.push(format!(
+        g.warnings.push(format!(
             "The ingress controller has no load-balancer address yet; commands show {ADDRESS_PENDING}. \
              Run `gridos-setup status` (or `kubectl get service ingress-nginx-controller -n {}`) once Azure has assigned it.",
             v.namespaces.ingress
         ));
     }
-
     match v.front {
-        Front::Nginx => {
-            dns.push(DnsRecord {
-                kind: "A".into(),
-                name: v.host.clone(),
-                value: address.into(),
-                note: Some(format!(
-                    "the ingress controller's public load-balancer address; {}",
-                    relative_note(&v.host, input.dns_zone)
-                )),
-            });
-            if input.az_available {
-                steps.push(a_record_step(
-                    v,
-                    "Point the A record at the ingress controller",
-                    address,
-                    input.dns_zone,
-                ));
-            }
-        }
-        Front::Appgw => {
-            dns.push(DnsRecord {
-                kind: "A".into(),
-                name: v.host.clone(),
-                value: APPGW_PUBLIC_IP.into(),
-                note: Some(format!(
-                    "the Application Gateway's public IP, not the private address {address} (step \"Point the A record\" below); {}",
-                    relative_note(&v.host, input.dns_zone)
-                )),
-            });
-            steps.extend(appgw_steps(v, address, input));
-        }
-        Front::Frontdoor => {
-            dns.push(DnsRecord {
-                kind: "TXT".into(),
-                name: format!("_dnsauth.{}", v.host),
-                value: "<validation token of the custom domain, read in the steps below>".into(),
-                note: Some(format!(
-                    "exists only once the custom domain is created; proves to Front Door that you own the domain \
-                     (the token expires after 7 days); {}",
-                    relative_note(&format!("_dnsauth.{}", v.host), input.dns_zone)
-                )),
-            });
-            dns.push(DnsRecord {
-                kind: "CNAME".into(),
-                name: v.host.clone(),
-                value: AFD_ENDPOINT_HOST.into(),
-                note: Some(format!(
-                    "the Front Door endpoint's host name; create it last, once the route exists, or the host answers 404; {}",
-                    relative_note(&v.host, input.dns_zone)
-                )),
-            });
-            if let Some((_, zone)) = input.dns_zone
-                && v.host == zone
-            {
-                warnings.push(format!(
-                    "{} is the zone apex, where a CNAME cannot be: use an alias record to the Front Door endpoint instead \
-                     (az network dns record-set a create -g <dns-resource-group> -z {zone} -n @ --target-resource <endpoint-resource-id>).",
-                    v.host
-                ));
-            }
-            if v.front_door.origin_protocol == OriginProtocol::Http && !v.front_door.private_link {
-                warnings.push(format!(
-                    "frontDoor.originProtocol=http: Front Door forwards user traffic to the public origin {address} in plain \
-                     HTTP, readable on the way between the edge and AKS. Drop the setting for HTTPS, or use Private Link."
-                ));
-            }
-            steps.extend(frontdoor_steps(v, address, input));
-        }
+        Front::Nginx => nginx_front(&mut g, v, address, input),
+        Front::Appgw => appgw_front(&mut g, v, address, input),
+        Front::Frontdoor => frontdoor_front(&mut g, v, address, input),
     }
+    shared_advice(&mut g, v, address, input);
+    g
+}
 
+/// nginx: the A record points at the ingress controller's own load balancer.
+fn nginx_front(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceInput) {
+    g.dns.push(DnsRecord {
+        kind: "A".into(),
+        name: v.host.clone(),
+        value: address.into(),
+        note: Some(format!(
+            "the ingress controller's public load-balancer address; {}",
+            relative_note(&v.host, input.dns_zone)
+        )),
+    });
+    if input.az_available {
+        g.next_steps.push(a_record_step(
+            v,
+            "Point the A record at the ingress controller",
+            address,
+            input.dns_zone,
+        ));
+    }
+}
+
+/// Application Gateway: the A record points at the gateway, which forwards to the internal load balancer.
+fn appgw_front(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceInput) {
+    g.dns.push(DnsRecord {
+        kind: "A".into(),
+        name: v.host.clone(),
+        value: APPGW_PUBLIC_IP.into(),
+        note: Some(format!(
+            "the Application Gateway's public IP, not the private address {address} (step \"Point the A record\" below); {}",
+            relative_note(&v.host, input.dns_zone)
+        )),
+    });
+    g.next_steps.extend(appgw_steps(v, address, input));
+}
+
+/// Front Door: a TXT record proves the domain, then a CNAME points at the endpoint.
+fn frontdoor_front(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceInput) {
+    g.dns.push(DnsRecord {
+        kind: "TXT".into(),
+        name: format!("_dnsauth.{}", v.host),
+        value: "<validation token of the custom domain, read in the steps below>".into(),
+        note: Some(format!(
+            "exists only once the custom domain is created; proves to Front Door that you own the domain \
+             (the token expires after 7 days); {}",
+            relative_note(&format!("_dnsauth.{}", v.host), input.dns_zone)
+        )),
+    });
+    g.dns.push(DnsRecord {
+        kind: "CNAME".into(),
+        name: v.host.clone(),
+        value: AFD_ENDPOINT_HOST.into(),
+        note: Some(format!(
+            "the Front Door endpoint's host name; create it last, once the route exists, or the host answers 404; {}",
+            relative_note(&v.host, input.dns_zone)
+        )),
+    });
+    if let Some((_, zone)) = input.dns_zone
+        && v.host == zone
+    {
+        g.warnings.push(format!(
+            "{} is the zone apex, where a CNAME cannot be: use an alias record to the Front Door endpoint instead \
+             (az network dns record-set a create -g <dns-resource-group> -z {zone} -n @ --target-resource <endpoint-resource-id>).",
+            v.host
+        ));
+    }
+    if v.front_door.origin_protocol == OriginProtocol::Http && !v.front_door.private_link {
+        g.warnings.push(format!(
+            "frontDoor.originProtocol=http: Front Door forwards user traffic to the public origin {address} in plain \
+             HTTP, readable on the way between the edge and AKS. Drop the setting for HTTPS, or use Private Link."
+        ));
+    }
+    g.next_steps.extend(frontdoor_steps(v, address, input));
+}
+
+/// What every profile gets after its front's records and steps: zone and proxy warnings, the
+/// stable-address, app and Grafana steps, and the retirement notice.
+fn shared_advice(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceInput) {
     if let Some((_, zone)) = input.dns_zone
         && relative_name(&v.host, zone).is_none()
     {
-        warnings.push(format!(
+        g.warnings.push(format!(
             "{} is not inside the DNS zone {zone}: create the records in the zone that holds the host.",
             v.host
         ));
     }
 
     if let Some(step) = real_client_ip_step(v) {
-        steps.push(step);
+        g.next_steps.push(step);
     }
     if profile::trusted_proxies(v).is_some()
         && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
         && profile::front_ranges(v) == profile::PRIVATE_RANGES
     {
-        warnings.push(format!(
+        g.warnings.push(format!(
             "nginx takes the client's address from X-Forwarded-For sent from any private address ({}): narrow it to the \
              front's subnet with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]' so that nothing else \
              in the VNet can set it.",
@@ -219,18 +234,12 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
         ));
     }
     if render::stable_address_annotations(v).is_empty() {
-        warnings.push(unstable_address_warning(v, address));
-        steps.push(stable_address_step(v));
+        g.warnings.push(unstable_address_warning(v, address));
+        g.next_steps.push(stable_address_step(v));
     }
-    steps.extend(app_steps(v));
-    steps.extend(grafana_step(v));
-    warnings.push(RETIREMENT_WARNING.into());
-
-    Guidance {
-        dns,
-        next_steps: steps,
-        warnings,
-    }
+    g.next_steps.extend(app_steps(v));
+    g.next_steps.extend(grafana_step(v));
+    g.warnings.push(RETIREMENT_WARNING.into());
 }
 
 /// One A record whose address replaces whatever the record set held, for `--apply-dns`.
@@ -373,13 +382,26 @@ fn var(v: (&str, &str)) -> String {
     format!("${}", v.0)
 }
 
+/// `NAME='<meaning>'`: sets a variable of the list above to its placeholder.
+fn assignment((name, meaning): (&str, &str)) -> String {
+    format!("{name}={}", word(meaning))
+}
+
+/// The assignments of the DNS zone's variables, needed only when `--dns-zone` did not name the zone.
+fn zone_assignments(dns_zone: Option<(&str, &str)>) -> Vec<String> {
+    match dns_zone {
+        Some(_) => Vec::new(),
+        None => vec![assignment(V_DNS_RG), assignment(V_DNS_ZONE)],
+    }
+}
+
 /// The step that sets the variables the Azure commands read; each `<...>` is explained once, here.
 fn variables_step(vars: &[(&str, &str)]) -> Step {
     Step {
         title: "Set the names of your Azure resources (the commands below read these variables)".into(),
         commands: vars
             .iter()
-            .map(|(name, meaning)| format!("{name}={}", word(meaning)))
+            .map(|&v| assignment(v))
             .collect(),
         note: Some(
             "replace each <...> with your value; the steps create what is missing and leave what exists, so they can be run again"
@@ -442,11 +464,7 @@ fn a_record_commands(rg: &str, zone: &str, name: &str, address: &str) -> Vec<Str
 /// The A record `host` -> `address` in Azure DNS, replacing any older address.
 fn a_record_step(v: &Values, title: &str, address: &str, dns_zone: Option<(&str, &str)>) -> Step {
     let (rg, zone, name) = zone_words(v, dns_zone);
-    let mut commands = Vec::new();
-    if dns_zone.is_none() {
-        commands.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
-        commands.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
-    }
+    let mut commands = zone_assignments(dns_zone);
     commands.extend(a_record_commands(&rg, &zone, &name, address));
     Step {
         title: format!("{title} (Azure DNS)"),
@@ -471,34 +489,6 @@ fn a_record_step(v: &Values, title: &str, address: &str, dns_zone: Option<(&str,
 /// settings, TLS listener, X-Forwarded-For rewrite, rule, then the A record.
 fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
     let host = v.host.as_str();
-    let (rg, gw, waf) = (var(V_RG), var(V_GATEWAY), var(V_WAF));
-    let (rg, gw, waf) = (rg.as_str(), gw.as_str(), waf.as_str());
-    let (vnet_rg, vnet) = (var(V_VNET_RG), var(V_VNET));
-    let pip = "$APPGW_NAME-pip";
-    let g = |group: &str, what: &str, name: &str, more: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "az",
-            "network",
-            "application-gateway",
-            group,
-            what,
-            "-g",
-            rg,
-            "--gateway-name",
-            gw,
-            "-n",
-            name,
-        ]
-        .map(String::from)
-        .to_vec();
-        a.extend(more.iter().map(|s| s.to_string()));
-        a
-    };
-    let gs = |show: Vec<String>, create: Vec<String>| {
-        let show: Vec<&str> = show.iter().map(String::as_str).collect();
-        let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        guarded(&show, &create)
-    };
     let mut steps = vec![variables_step(&[
         V_RG,
         V_LOCATION,
@@ -510,7 +500,62 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
         V_CERT,
         V_CERT_PASSWORD,
     ])];
-    steps.push(Step {
+    steps.push(waf_policy_step());
+    steps.push(appgw_subnet_step());
+    steps.push(appgw_create_step(address));
+    steps.extend(appgw_backend_steps(host, address));
+    steps.extend(appgw_listener_steps(host));
+    steps.push(appgw_a_record_step(v, input));
+    steps
+}
+
+/// The Application Gateway's public IP, named after the gateway.
+const APPGW_PIP: &str = "$APPGW_NAME-pip";
+
+/// `az network application-gateway GROUP WHAT -g "$AZ_RG" --gateway-name "$APPGW_NAME" -n NAME MORE...`
+fn gw_args(group: &str, what: &str, name: &str, more: &[&str]) -> Vec<String> {
+    let (rg, gw) = (var(V_RG), var(V_GATEWAY));
+    let head = [
+        "az",
+        "network",
+        "application-gateway",
+        group,
+        what,
+        "-g",
+        &rg,
+        "--gateway-name",
+        &gw,
+        "-n",
+        name,
+    ];
+    owned_words(&head, more)
+}
+
+/// `head` then `more`, as owned words.
+fn owned_words(head: &[&str], more: &[&str]) -> Vec<String> {
+    head.iter().chain(more).map(|s| s.to_string()).collect()
+}
+
+/// [`guarded`] for owned words.
+fn guarded_words(show: Vec<String>, create: Vec<String>) -> String {
+    guarded(&as_strs(&show), &as_strs(&create))
+}
+
+/// [`sh`] for owned words.
+fn sh_words(words: Vec<String>) -> String {
+    sh(&as_strs(&words))
+}
+
+/// Borrows owned words for [`sh`] and [`guarded`].
+fn as_strs(words: &[String]) -> Vec<&str> {
+    words.iter().map(String::as_str).collect()
+}
+
+/// The WAF policy the gateway enforces.
+fn waf_policy_step() -> Step {
+    let (rg, waf) = (var(V_RG), var(V_WAF));
+    let (rg, waf) = (rg.as_str(), waf.as_str());
+    Step {
         title: "Create the WAF policy (OWASP 3.2, Prevention mode)".into(),
         commands: vec![
             guarded(
@@ -522,8 +567,13 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
                  "--policy-name", waf, "--mode", "Prevention", "--state", "Enabled"]),
         ],
         note: Some("a new policy starts in Detection mode, which only logs; Prevention blocks what the rules match".into()),
-    });
-    steps.push(Step {
+    }
+}
+
+/// The gateway's own subnet in the cluster's VNet, and its public IP.
+fn appgw_subnet_step() -> Step {
+    let (vnet_rg, vnet) = (var(V_VNET_RG), var(V_VNET));
+    Step {
         title: "Create the gateway's subnet (in the cluster's VNet) and its public IP".into(),
         commands: vec![
             guarded(
@@ -556,148 +606,179 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
                     &var(V_SUBNET_CIDR),
                 ],
             ),
-            guarded(
-                &["az", "network", "public-ip", "show", "-g", rg, "-n", pip],
-                &[
-                    "az",
-                    "network",
-                    "public-ip",
-                    "create",
-                    "-g",
-                    rg,
-                    "-n",
-                    pip,
-                    "-l",
-                    &var(V_LOCATION),
-                    "--sku",
-                    "Standard",
-                    "--allocation-method",
-                    "Static",
-                ],
-            ),
+            appgw_public_ip_command(),
         ],
         note: Some(
             "Application Gateway v2 needs a subnet of its own, and a Standard static public IP"
                 .into(),
         ),
-    });
-    steps.push(Step {
+    }
+}
+
+/// `az network public-ip VERB -g "$AZ_RG" -n "$APPGW_NAME-pip" MORE...`: the gateway's public IP.
+fn public_ip_args(verb: &str, more: &[&str]) -> Vec<String> {
+    let rg = var(V_RG);
+    owned_words(
+        &[
+            "az",
+            "network",
+            "public-ip",
+            verb,
+            "-g",
+            &rg,
+            "-n",
+            APPGW_PIP,
+        ],
+        more,
+    )
+}
+
+/// Creates the gateway's Standard static public IP unless it exists.
+fn appgw_public_ip_command() -> String {
+    guarded_words(
+        public_ip_args("show", &[]),
+        public_ip_args(
+            "create",
+            &[
+                "-l",
+                &var(V_LOCATION),
+                "--sku",
+                "Standard",
+                "--allocation-method",
+                "Static",
+            ],
+        ),
+    )
+}
+
+/// The gateway itself, with the ingress controller's address as its first backend.
+fn appgw_create_step(address: &str) -> Step {
+    let (rg, gw, waf) = (var(V_RG), var(V_GATEWAY), var(V_WAF));
+    let (rg, gw, waf) = (rg.as_str(), gw.as_str(), waf.as_str());
+    let vnet = var(V_VNET);
+    Step {
         title: "Create the Application Gateway (WAF_v2)".into(),
         commands: vec![guarded(
             &["az", "network", "application-gateway", "show", "-g", rg, "-n", gw],
             &["az", "network", "application-gateway", "create", "-g", rg, "-n", gw, "-l", &var(V_LOCATION),
               "--sku", "WAF_v2", "--capacity", "2", "--vnet-name", &vnet,
               "--subnet", "$(az network vnet subnet show -g \"$VNET_RG\" --vnet-name \"$VNET_NAME\" -n appgw-subnet --query id -o tsv)",
-              "--public-ip-address", pip, "--waf-policy", waf, "--priority", "1000", "--servers", address],
+              "--public-ip-address", APPGW_PIP, "--waf-policy", waf, "--priority", "1000", "--servers", address],
         )],
         note: Some("creating a gateway takes several minutes; its default HTTP rule on port 80 is kept as created".into()),
-    });
-    steps.push(Step {
-        title: format!("Put the ingress controller's private address {address} in the backend pool"),
-        commands: vec![
-            gs(g("address-pool", "show", POOL, &[]), g("address-pool", "create", POOL, &["--servers", address])),
-            sh(&g("address-pool", "update", POOL, &["--servers", address]).iter().map(String::as_str).collect::<Vec<_>>()),
-        ],
-        note: Some("the internal load balancer's address in the cluster's VNet; the update keeps the pool on the current address".into()),
-    });
-    steps.push(Step {
-        title: "Probe the ingress controller itself, not the app".into(),
-        commands: vec![gs(
-            g("probe", "show", PROBE, &[]),
-            g("probe", "create", PROBE, &["--protocol", "Http", "--host", APPGW_PROBE_HOST, "--path", "/healthz",
-              "--interval", "30", "--timeout", "30", "--threshold", "3", "--match-status-codes", "200-399"]),
-        )],
-        note: Some(format!(
-            "Host {APPGW_PROBE_HOST} matches no Ingress, so ingress-nginx's default server answers /healthz; with Host {host} \
-             the probe would go through the app's Ingress and Flagger's split, and a failing canary could take the gateway's \
-             only backend down for everyone"
-        )),
-    });
-    steps.push(Step {
-        title: format!("Send traffic on port 80 with host name {host}"),
-        commands: vec![gs(
-            g("http-settings", "show", HTTP_SETTINGS, &[]),
-            g(
-                "http-settings",
-                "create",
-                HTTP_SETTINGS,
-                &[
-                    "--port",
-                    "80",
-                    "--protocol",
-                    "Http",
-                    "--probe",
-                    PROBE,
-                    "--host-name",
-                    host,
-                    "--timeout",
-                    "60",
-                ],
+    }
+}
+
+/// The backend: pool, health probe and HTTP settings toward the ingress controller.
+fn appgw_backend_steps(host: &str, address: &str) -> Vec<Step> {
+    vec![
+        Step {
+            title: format!("Put the ingress controller's private address {address} in the backend pool"),
+            commands: vec![
+                guarded_words(gw_args("address-pool", "show", POOL, &[]), gw_args("address-pool", "create", POOL, &["--servers", address])),
+                sh_words(gw_args("address-pool", "update", POOL, &["--servers", address])),
+            ],
+            note: Some("the internal load balancer's address in the cluster's VNet; the update keeps the pool on the current address".into()),
+        },
+        Step {
+            title: "Probe the ingress controller itself, not the app".into(),
+            commands: vec![guarded_words(
+                gw_args("probe", "show", PROBE, &[]),
+                gw_args("probe", "create", PROBE, &["--protocol", "Http", "--host", APPGW_PROBE_HOST, "--path", "/healthz",
+                  "--interval", "30", "--timeout", "30", "--threshold", "3", "--match-status-codes", "200-399"]),
+            )],
+            note: Some(format!(
+                "Host {APPGW_PROBE_HOST} matches no Ingress, so ingress-nginx's default server answers /healthz; with Host {host} \
+                 the probe would go through the app's Ingress and Flagger's split, and a failing canary could take the gateway's \
+                 only backend down for everyone"
+            )),
+        },
+        Step {
+            title: format!("Send traffic on port 80 with host name {host}"),
+            commands: vec![guarded_words(
+                gw_args("http-settings", "show", HTTP_SETTINGS, &[]),
+                gw_args(
+                    "http-settings",
+                    "create",
+                    HTTP_SETTINGS,
+                    &[
+                        "--port",
+                        "80",
+                        "--protocol",
+                        "Http",
+                        "--probe",
+                        PROBE,
+                        "--host-name",
+                        host,
+                        "--timeout",
+                        "60",
+                    ],
+                ),
+            )],
+            note: Some(format!(
+                "the host name makes NGINX pick the app's Ingress for {host}; TLS ends at the gateway"
+            )),
+        },
+    ]
+}
+
+/// The HTTPS listener, the X-Forwarded-For rewrite and the rule tying them to the backend.
+fn appgw_listener_steps(host: &str) -> Vec<Step> {
+    let (rg, gw) = (var(V_RG), var(V_GATEWAY));
+    let (rg, gw) = (rg.as_str(), gw.as_str());
+    vec![
+        Step {
+            title: format!("Add an HTTPS listener for {host} with your certificate"),
+            commands: vec![
+                guarded_words(gw_args("frontend-port", "show", FRONTEND_PORT, &[]), gw_args("frontend-port", "create", FRONTEND_PORT, &["--port", "443"])),
+                guarded_words(gw_args("ssl-cert", "show", SSL_CERT, &[]), gw_args("ssl-cert", "create", SSL_CERT, &["--cert-file", "$CERT_PFX", "--cert-password", "$CERT_PASSWORD"])),
+                guarded_words(gw_args("http-listener", "show", LISTENER, &[]), gw_args("http-listener", "create", LISTENER, &["--frontend-port", FRONTEND_PORT,
+                  "--ssl-cert", SSL_CERT, "--host-name", host])),
+            ],
+            note: Some(format!("the PFX holds the certificate and key for {host} (a Key Vault certificate works too: ssl-cert create --key-vault-secret-id)")),
+        },
+        Step {
+            title: "Pass the client's address without its port, and route the listener to the pool".into(),
+            commands: vec![
+                guarded(
+                    &["az", "network", "application-gateway", "rewrite-rule", "set", "show", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
+                    &["az", "network", "application-gateway", "rewrite-rule", "set", "create", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
+                ),
+                guarded(
+                    &["az", "network", "application-gateway", "rewrite-rule", "show", "-g", rg, "--gateway-name", gw,
+                      "--rule-set-name", REWRITE_SET, "-n", "strip-port"],
+                    &["az", "network", "application-gateway", "rewrite-rule", "create", "-g", rg, "--gateway-name", gw,
+                      "--rule-set-name", REWRITE_SET, "-n", "strip-port", "--sequence", "100",
+                      "--request-headers", "X-Forwarded-For={var_add_x_forwarded_for_proxy}"],
+                ),
+                guarded_words(gw_args("rule", "show", RULE, &[]), gw_args("rule", "create", RULE, &["--http-listener", LISTENER, "--address-pool", POOL,
+                  "--http-settings", HTTP_SETTINGS, "--rule-type", "Basic", "--priority", "100", "--rewrite-rule-set", REWRITE_SET])),
+            ],
+            note: Some(
+                "Application Gateway sends X-Forwarded-For as IP:port; the rewrite sets it to the server variable \
+                 add_x_forwarded_for_proxy (the same list without ports), which nginx reads as the client's address"
+                    .into(),
             ),
-        )],
-        note: Some(format!(
-            "the host name makes NGINX pick the app's Ingress for {host}; TLS ends at the gateway"
-        )),
-    });
-    steps.push(Step {
-        title: format!("Add an HTTPS listener for {host} with your certificate"),
-        commands: vec![
-            gs(g("frontend-port", "show", FRONTEND_PORT, &[]), g("frontend-port", "create", FRONTEND_PORT, &["--port", "443"])),
-            gs(g("ssl-cert", "show", SSL_CERT, &[]), g("ssl-cert", "create", SSL_CERT, &["--cert-file", "$CERT_PFX", "--cert-password", "$CERT_PASSWORD"])),
-            gs(g("http-listener", "show", LISTENER, &[]), g("http-listener", "create", LISTENER, &["--frontend-port", FRONTEND_PORT,
-              "--ssl-cert", SSL_CERT, "--host-name", host])),
-        ],
-        note: Some(format!("the PFX holds the certificate and key for {host} (a Key Vault certificate works too: ssl-cert create --key-vault-secret-id)")),
-    });
-    steps.push(Step {
-        title: "Pass the client's address without its port, and route the listener to the pool".into(),
-        commands: vec![
-            guarded(
-                &["az", "network", "application-gateway", "rewrite-rule", "set", "show", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
-                &["az", "network", "application-gateway", "rewrite-rule", "set", "create", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
-            ),
-            guarded(
-                &["az", "network", "application-gateway", "rewrite-rule", "show", "-g", rg, "--gateway-name", gw,
-                  "--rule-set-name", REWRITE_SET, "-n", "strip-port"],
-                &["az", "network", "application-gateway", "rewrite-rule", "create", "-g", rg, "--gateway-name", gw,
-                  "--rule-set-name", REWRITE_SET, "-n", "strip-port", "--sequence", "100",
-                  "--request-headers", "X-Forwarded-For={var_add_x_forwarded_for_proxy}"],
-            ),
-            gs(g("rule", "show", RULE, &[]), g("rule", "create", RULE, &["--http-listener", LISTENER, "--address-pool", POOL,
-              "--http-settings", HTTP_SETTINGS, "--rule-type", "Basic", "--priority", "100", "--rewrite-rule-set", REWRITE_SET])),
-        ],
-        note: Some(
-            "Application Gateway sends X-Forwarded-For as IP:port; the rewrite sets it to the server variable \
-             add_x_forwarded_for_proxy (the same list without ports), which nginx reads as the client's address"
-                .into(),
-        ),
-    });
+        },
+    ]
+}
+
+/// The A record for the host, pointed at the gateway's public IP.
+fn appgw_a_record_step(v: &Values, input: &GuidanceInput) -> Step {
+    let host = v.host.as_str();
     let mut a = vec![format!(
         "APPGW_IP=$({})",
-        sh(&[
-            "az",
-            "network",
-            "public-ip",
+        sh_words(public_ip_args(
             "show",
-            "-g",
-            rg,
-            "-n",
-            pip,
-            "--query",
-            "ipAddress",
-            "-o",
-            "tsv"
-        ])
+            &["--query", "ipAddress", "-o", "tsv"]
+        ))
     )];
     if input.az_available {
         let (zrg, zone, name) = zone_words(v, input.dns_zone);
-        if input.dns_zone.is_none() {
-            a.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
-            a.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
-        }
+        a.extend(zone_assignments(input.dns_zone));
         a.extend(a_record_commands(&zrg, &zone, &name, "$APPGW_IP"));
     }
-    steps.push(Step {
+    Step {
         title: format!("Point the A record for {host} at the gateway's public IP"),
         commands: a,
         note: Some(if input.az_available {
@@ -705,61 +786,60 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
         } else {
             "create the A record listed above with that address in your DNS".into()
         }),
-    });
-    steps
+    }
 }
 
 /// Front Door (Standard, or Premium with Private Link) in the order a fresh subscription needs:
 /// profile, endpoint, origin group, origin, custom domain, TXT, wait for Approved, route, CNAME.
 fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
     let host = v.host.as_str();
-    let ingress_ns = &v.namespaces.ingress;
     let private_link = v.front_door.private_link;
-    let https = profile::origin_https(v);
-    let (rg, prof, ep) = (var(V_RG), var(V_AFD_PROFILE), var(V_AFD_ENDPOINT));
-    let (rg, prof, ep) = (rg.as_str(), prof.as_str(), ep.as_str());
     // Front Door custom-domain names take letters, digits and '-': the host with '-' for '.'.
     let domain = host.replace('.', "-");
-    // `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
-    let p = |sub: &str, verb: &str, more: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["az", "afd", sub, verb, "-g", rg, "--profile-name", prof]
-            .map(String::from)
-            .to_vec();
-        a.extend(more.iter().map(|s| s.to_string()));
-        a
-    };
-    let the_origin = [
-        "--origin-group-name",
-        AFD_ORIGIN_GROUP,
-        "--origin-name",
-        AFD_ORIGIN,
-    ];
-    let gs = |show: Vec<String>, create: Vec<String>| {
-        let show: Vec<&str> = show.iter().map(String::as_str).collect();
-        let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        guarded(&show, &create)
-    };
-    let shs = |a: Vec<String>| sh(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT];
     if private_link {
         vars.extend([V_LOCATION, V_AKS_RG, V_AKS]);
     }
     let mut steps = vec![variables_step(&vars)];
+    steps.push(afd_profile_step(private_link));
+    steps.push(afd_origin_group_step(host));
+    steps.extend(afd_origin_steps(v, address));
+    steps.push(afd_custom_domain_step(host, &domain));
+    steps.push(afd_validation_step(v, input, &domain));
+    steps.push(afd_route_step(v, &domain));
+    steps.push(afd_cname_step(v, input));
+    steps.push(afd_origin_check_step(v));
+    steps
+}
+
+/// `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
+fn afd_args(sub: &str, verb: &str, more: &[&str]) -> Vec<String> {
+    let (rg, prof) = (var(V_RG), var(V_AFD_PROFILE));
+    owned_words(
+        &["az", "afd", sub, verb, "-g", &rg, "--profile-name", &prof],
+        more,
+    )
+}
+
+/// The Front Door profile (Premium for Private Link) and its endpoint.
+fn afd_profile_step(private_link: bool) -> Step {
+    let ep = var(V_AFD_ENDPOINT);
+    let ep = ep.as_str();
     let sku = if private_link {
         "Premium_AzureFrontDoor"
     } else {
         "Standard_AzureFrontDoor"
     };
-    steps.push(Step {
+    Step {
         title: format!("Create the Front Door profile ({sku}) and its endpoint"),
         commands: vec![
-            gs(
-                p("profile", "show", &[]),
-                p("profile", "create", &["--sku", sku]),
+            guarded_words(
+                afd_args("profile", "show", &[]),
+                afd_args("profile", "create", &["--sku", sku]),
             ),
-            gs(
-                p("endpoint", "show", &["--endpoint-name", ep]),
-                p(
+            guarded_words(
+                afd_args("endpoint", "show", &["--endpoint-name", ep]),
+                afd_args(
                     "endpoint",
                     "create",
                     &["--endpoint-name", ep, "--enabled-state", "Enabled"],
@@ -771,19 +851,78 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         } else {
             None
         },
-    });
-    steps.push(Step {
+    }
+}
+
+/// The origin group, without a probe (it has one origin).
+fn afd_origin_group_step(host: &str) -> Step {
+    Step {
         title: "Create the origin group (one origin, so no health probe)".into(),
-        commands: vec![gs(
-            p("origin-group", "show", &["--origin-group-name", AFD_ORIGIN_GROUP]),
-            p("origin-group", "create", &["--origin-group-name", AFD_ORIGIN_GROUP, "--sample-size", "4", "--successful-samples-required", "3", "--additional-latency-in-milliseconds", "50"]),
+        commands: vec![guarded_words(
+            afd_args(
+                "origin-group",
+                "show",
+                &["--origin-group-name", AFD_ORIGIN_GROUP],
+            ),
+            afd_args(
+                "origin-group",
+                "create",
+                &[
+                    "--origin-group-name",
+                    AFD_ORIGIN_GROUP,
+                    "--sample-size",
+                    "4",
+                    "--successful-samples-required",
+                    "3",
+                    "--additional-latency-in-milliseconds",
+                    "50",
+                ],
+            ),
         )],
         note: Some(format!(
             "Front Door probes with the origin host header {host}, which would go through the app's Ingress and Flagger's \
              split; with a single origin there is nothing to fail over to, so the group has no probe"
         )),
-    });
-    let mut origin = p("origin", "create", &the_origin);
+    }
+}
+
+/// The origin: the ingress controller, over Private Link or at its public address.
+fn afd_origin_steps(v: &Values, address: &str) -> Vec<Step> {
+    let host = v.host.as_str();
+    let https = profile::origin_https(v);
+    let (origin, origin_show, origin_update) = afd_origin_commands(v, address);
+    if v.front_door.private_link {
+        return afd_private_link_steps(v, address, origin, origin_show, origin_update);
+    }
+    vec![Step {
+        title: format!(
+            "Add the ingress controller {address} as the origin with origin host header {host}"
+        ),
+        commands: vec![guarded_words(origin_show, origin), origin_update],
+        note: Some(if https {
+            format!(
+                "Front Door connects over HTTPS and checks the origin's certificate against {host}: the app's Ingress must \
+                 serve a certificate for {host} from a publicly trusted CA (a TLS Secret named in its spec.tls, e.g. from \
+                 cert-manager or Key Vault); a self-signed one is refused"
+            )
+        } else {
+            "frontDoor.originProtocol=http: Front Door connects over plain HTTP (see the warning)"
+                .into()
+        }),
+    }]
+}
+
+/// The origin's create, show and update commands: (create words, show words, update line).
+fn afd_origin_commands(v: &Values, address: &str) -> (Vec<String>, Vec<String>, String) {
+    let host = v.host.as_str();
+    let https = profile::origin_https(v);
+    let the_origin = [
+        "--origin-group-name",
+        AFD_ORIGIN_GROUP,
+        "--origin-name",
+        AFD_ORIGIN,
+    ];
+    let mut origin = afd_args("origin", "create", &the_origin);
     let target = ["--host-name", address, "--origin-host-header", host];
     origin.extend(target.map(String::from));
     origin.extend(
@@ -804,12 +943,39 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     if https {
         origin.extend(["--enable-certificate-name-check", "true"].map(String::from));
     }
-    let origin_show = p("origin", "show", &the_origin);
-    let mut update = p("origin", "update", &the_origin);
+    let origin_show = afd_args("origin", "show", &the_origin);
+    let mut update = afd_args("origin", "update", &the_origin);
     update.extend(target.map(String::from));
-    let origin_update = shs(update);
-    if private_link {
-        steps.push(Step {
+    let origin_update = sh_words(update);
+    (origin, origin_show, origin_update)
+}
+
+/// The Private Link origin: find AKS's Private Link service, add the origin, approve its connection.
+fn afd_private_link_steps(
+    v: &Values,
+    address: &str,
+    origin: Vec<String>,
+    origin_show: Vec<String>,
+    origin_update: String,
+) -> Vec<Step> {
+    let host = v.host.as_str();
+    let ingress_ns = &v.namespaces.ingress;
+    let mut create = origin;
+    create.extend(
+        [
+            "--enable-private-link",
+            "true",
+            "--private-link-resource",
+            "$PLS_ID",
+            "--private-link-location",
+            "$AZ_LOCATION",
+            "--private-link-request-message",
+            "Front Door origin for gridos",
+        ]
+        .map(String::from),
+    );
+    vec![
+        Step {
             title: "Find the Private Link service AKS created for the ingress controller".into(),
             commands: vec![
                 format!("NODE_RG=$({})", sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])),
@@ -820,31 +986,17 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
                 "the Service ingress-nginx-controller in {ingress_ns} carries azure-pls-create: \"true\"; AKS names the Private \
                  Link service after it"
             )),
-        });
-        let mut create = origin.clone();
-        create.extend(
-            [
-                "--enable-private-link",
-                "true",
-                "--private-link-resource",
-                "$PLS_ID",
-                "--private-link-location",
-                "$AZ_LOCATION",
-                "--private-link-request-message",
-                "Front Door origin for gridos",
-            ]
-            .map(String::from),
-        );
-        steps.push(Step {
+        },
+        Step {
             title: format!(
                 "Add the ingress controller as a Private Link origin with origin host header {host}"
             ),
-            commands: vec![gs(origin_show.clone(), create), origin_update.clone()],
+            commands: vec![guarded_words(origin_show, create), origin_update],
             note: Some(format!(
                 "origin = the internal address {address} behind the Private Link service"
             )),
-        });
-        steps.push(Step {
+        },
+        Step {
             title: "Approve Front Door's pending private endpoint connection".into(),
             commands: vec![format!(
                 "for id in $({}); do {}; done",
@@ -853,33 +1005,23 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
                 sh(&["az", "network", "private-endpoint-connection", "approve", "--id", "$id", "--description", "Front Door gridos origin"]),
             )],
             note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
-        });
-    } else {
-        steps.push(Step {
-            title: format!("Add the ingress controller {address} as the origin with origin host header {host}"),
-            commands: vec![gs(origin_show, origin), origin_update],
-            note: Some(if https {
-                format!(
-                    "Front Door connects over HTTPS and checks the origin's certificate against {host}: the app's Ingress must \
-                     serve a certificate for {host} from a publicly trusted CA (a TLS Secret named in its spec.tls, e.g. from \
-                     cert-manager or Key Vault); a self-signed one is refused"
-                )
-            } else {
-                "frontDoor.originProtocol=http: Front Door connects over plain HTTP (see the warning)".into()
-            }),
-        });
-    }
-    steps.push(Step {
+        },
+    ]
+}
+
+/// The custom domain for the host, and its validation token.
+fn afd_custom_domain_step(host: &str, domain: &str) -> Step {
+    Step {
         title: format!("Add {host} as a custom domain and read its validation token"),
         commands: vec![
-            gs(
-                p("custom-domain", "show", &["--custom-domain-name", &domain]),
-                p(
+            guarded_words(
+                afd_args("custom-domain", "show", &["--custom-domain-name", domain]),
+                afd_args(
                     "custom-domain",
                     "create",
                     &[
                         "--custom-domain-name",
-                        &domain,
+                        domain,
                         "--host-name",
                         host,
                         "--certificate-type",
@@ -891,12 +1033,12 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
             ),
             format!(
                 "AFD_TOKEN=$({})",
-                shs(p(
+                sh_words(afd_args(
                     "custom-domain",
                     "show",
                     &[
                         "--custom-domain-name",
-                        &domain,
+                        domain,
                         "--query",
                         "validationProperties.validationToken",
                         "-o",
@@ -908,7 +1050,12 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         note: Some(
             "the token exists only once the domain is created; it is the TXT record's value".into(),
         ),
-    });
+    }
+}
+
+/// The TXT record that proves the domain, and the wait until Front Door approves it.
+fn afd_validation_step(v: &Values, input: &GuidanceInput, domain: &str) -> Step {
+    let host = v.host.as_str();
     let (zrg, zone, name) = zone_words(v, input.dns_zone);
     let txt_name = if name == "@" {
         "_dnsauth".to_string()
@@ -917,10 +1064,7 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     };
     let mut txt = Vec::new();
     if input.az_available {
-        if input.dns_zone.is_none() {
-            txt.push(format!("{}={}", V_DNS_RG.0, word(V_DNS_RG.1)));
-            txt.push(format!("{}={}", V_DNS_ZONE.0, word(V_DNS_ZONE.1)));
-        }
+        txt.extend(zone_assignments(input.dns_zone));
         txt.push(sh(&[
             "az",
             "network",
@@ -940,12 +1084,12 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     }
     txt.push(format!(
         "until [ \"$({})\" = Approved ]; do sleep 30; done",
-        shs(p(
+        sh_words(afd_args(
             "custom-domain",
             "show",
             &[
                 "--custom-domain-name",
-                &domain,
+                domain,
                 "--query",
                 "domainValidationState",
                 "-o",
@@ -953,7 +1097,7 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
             ]
         ))
     ));
-    steps.push(Step {
+    Step {
         title: format!(
             "Create the TXT record _dnsauth.{host} and wait until the domain is Approved"
         ),
@@ -964,13 +1108,48 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
             "create the TXT record listed above with the value $AFD_TOKEN in your DNS, then wait"
                 .into()
         }),
-    });
+    }
+}
+
+/// The route from the custom domain to the origin group.
+fn afd_route_step(v: &Values, domain: &str) -> Step {
+    let host = v.host.as_str();
+    let https = profile::origin_https(v);
+    let private_link = v.front_door.private_link;
+    let ep = var(V_AFD_ENDPOINT);
+    let ep = ep.as_str();
     let forwarding = if https { "HttpsOnly" } else { "HttpOnly" };
-    steps.push(Step {
+    Step {
         title: format!("Route {host} to the origin group"),
-        commands: vec![gs(
-            p("route", "show", &["--endpoint-name", ep, "--route-name", AFD_ROUTE]),
-            p("route", "create", &["--endpoint-name", ep, "--route-name", AFD_ROUTE, "--origin-group", AFD_ORIGIN_GROUP, "--custom-domains", &domain, "--supported-protocols", "Http", "Https", "--https-redirect", "Enabled", "--forwarding-protocol", forwarding, "--link-to-default-domain", "Disabled"]),
+        commands: vec![guarded_words(
+            afd_args(
+                "route",
+                "show",
+                &["--endpoint-name", ep, "--route-name", AFD_ROUTE],
+            ),
+            afd_args(
+                "route",
+                "create",
+                &[
+                    "--endpoint-name",
+                    ep,
+                    "--route-name",
+                    AFD_ROUTE,
+                    "--origin-group",
+                    AFD_ORIGIN_GROUP,
+                    "--custom-domains",
+                    domain,
+                    "--supported-protocols",
+                    "Http",
+                    "Https",
+                    "--https-redirect",
+                    "Enabled",
+                    "--forwarding-protocol",
+                    forwarding,
+                    "--link-to-default-domain",
+                    "Disabled",
+                ],
+            ),
         )],
         note: Some(if https {
             "Front Door terminates the client's TLS and opens a new TLS connection to the origin (HttpsOnly)".into()
@@ -979,10 +1158,18 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         } else {
             "plain HTTP to a public origin, as chosen with frontDoor.originProtocol=http".into()
         }),
-    });
+    }
+}
+
+/// The CNAME from the host to the endpoint, once the route serves it.
+fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
+    let host = v.host.as_str();
+    let ep = var(V_AFD_ENDPOINT);
+    let ep = ep.as_str();
+    let (zrg, zone, name) = zone_words(v, input.dns_zone);
     let mut cname = vec![format!(
         "AFD_HOST=$({})",
-        shs(p(
+        sh_words(afd_args(
             "endpoint",
             "show",
             &["--endpoint-name", ep, "--query", "hostName", "-o", "tsv"]
@@ -1006,7 +1193,7 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
             "$AFD_HOST",
         ]));
     }
-    steps.push(Step {
+    Step {
         title: format!("Point {host} at the endpoint (CNAME), now that the route serves it"),
         commands: cname,
         note: Some(if input.az_available {
@@ -1014,20 +1201,27 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
         } else {
             "create the CNAME listed above with the value $AFD_HOST in your DNS".into()
         }),
-    });
+    }
+}
+
+/// How to check that only Front Door reaches the origin: no public IP, or the service-tag lock.
+fn afd_origin_check_step(v: &Values) -> Step {
+    let host = v.host.as_str();
+    let private_link = v.front_door.private_link;
+    let ingress_ns = &v.namespaces.ingress;
     if private_link {
-        steps.push(Step {
+        Step {
             title: "Check that the origin is private".into(),
             commands: vec![format!(
                 "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'",
                 word(ingress_ns)
             )],
             note: Some("the internal load balancer has no public IP; only approved private endpoints (Front Door's) reach it".into()),
-        });
+        }
     } else {
         let fdid = format!(
             "$({})",
-            shs(p(
+            sh_words(afd_args(
                 "profile",
                 "show",
                 &["--query", "frontDoorId", "-o", "tsv"]
@@ -1045,7 +1239,7 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
                 word(&fdid)
             ));
         }
-        steps.push(Step {
+        Step {
             title: "Lock the origin to your Front Door".into(),
             commands,
             note: Some(format!(
@@ -1058,12 +1252,14 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
                      canary analysis measures requests that pass the lock"
                         .to_string()
                 } else {
-                    format!("The load tester sends X-Azure-FDID: {}, so its requests pass the lock", v.front_door.id)
+                    format!(
+                        "The load tester sends X-Azure-FDID: {}, so its requests pass the lock",
+                        v.front_door.id
+                    )
                 }
             )),
-        });
+        }
     }
-    steps
 }
 
 /// What nginx takes the client's address from, and how to see it: per-client limits (limit-rps) and

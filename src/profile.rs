@@ -881,9 +881,19 @@ fn check_cidr(path: &str, cidr: &str) -> Result<(), InputError> {
     }
 }
 
+/// The load balancer's fixed-address settings: each well-formed and fitting an internal or public
+/// load balancer.
 fn check_stable_address(v: &Values) -> Result<(), InputError> {
     let s = &v.ingress_controller.service;
     let internal = s.internal || (v.front == Front::Frontdoor && v.front_door.private_link);
+    check_public_ip(s, internal)?;
+    check_dns_label(s, internal)?;
+    check_private_ip(s, internal)?;
+    check_service_tags(s)
+}
+
+/// `publicIpName` and `publicIpResourceGroup`: Azure names, on a public load balancer only.
+fn check_public_ip(s: &LoadBalancerService, internal: bool) -> Result<(), InputError> {
     if !s.public_ip_name.is_empty() {
         // Azure public IP names: 1-80 letters, digits, '_', '.', '-'; begin with a letter or digit,
         // end with a letter, digit or '_'.
@@ -928,6 +938,11 @@ fn check_stable_address(v: &Values) -> Result<(), InputError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `dnsLabel`: an Azure DNS label, on a public load balancer only.
+fn check_dns_label(s: &LoadBalancerService, internal: bool) -> Result<(), InputError> {
     if !s.dns_label.is_empty() {
         // Azure DNS labels: 3-63 lower-case letters, digits and '-', starting with a letter.
         let l = &s.dns_label;
@@ -947,6 +962,11 @@ fn check_stable_address(v: &Values) -> Result<(), InputError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `privateIp`: a private IPv4 address, on an internal load balancer only.
+fn check_private_ip(s: &LoadBalancerService, internal: bool) -> Result<(), InputError> {
     if !s.private_ip.is_empty() {
         let ip = s.private_ip.parse::<std::net::Ipv4Addr>().ok();
         if !ip.is_some_and(|ip| ip.is_private()) || !internal {
@@ -962,6 +982,11 @@ fn check_stable_address(v: &Values) -> Result<(), InputError> {
             ));
         }
     }
+    Ok(())
+}
+
+/// `allowedServiceTags`: Azure service tag names.
+fn check_service_tags(s: &LoadBalancerService) -> Result<(), InputError> {
     for tag in &s.allowed_service_tags {
         // Service tag names: letters and digits in dot-separated parts (AzureFrontDoor.Backend, Internet).
         let ok = !tag.is_empty()
