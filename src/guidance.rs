@@ -1082,8 +1082,11 @@ fn afd_validation_step(v: &Values, input: &GuidanceInput, domain: &str) -> Step 
             "$AFD_TOKEN",
         ]));
     }
+    // Bounded, so a pipeline that pastes it fails instead of hanging on a wrong TXT record;
+    // `false` rather than `exit`, so a pasted interactive shell stays open.
     txt.push(format!(
-        "until [ \"$({})\" = Approved ]; do sleep 30; done",
+        "state=; for i in $(seq 1 120); do state=\"$({})\"; [ \"$state\" = Approved ] && break; sleep 30; done; \
+         [ \"$state\" = Approved ] || {{ echo \"custom domain not Approved after 60 min (state: $state): check the TXT record\" >&2; false; }}",
         sh_words(afd_args(
             "custom-domain",
             "show",
@@ -1103,7 +1106,7 @@ fn afd_validation_step(v: &Values, input: &GuidanceInput, domain: &str) -> Step 
         ),
         commands: txt,
         note: Some(if input.az_available {
-            "validation usually takes minutes; the managed certificate follows".into()
+            "validation usually takes minutes (the loop gives up after 60); the managed certificate follows".into()
         } else {
             "create the TXT record listed above with the value $AFD_TOKEN in your DNS, then wait"
                 .into()
@@ -1739,6 +1742,38 @@ mod tests {
                 && c.contains("--host-name 203.0.113.10")
                 && c.contains(&format!("--origin-host-header {HOST}"))));
         }
+    }
+
+    #[test]
+    fn the_wait_for_approved_is_bounded_and_fails_without_closing_the_shell() {
+        let g = run(&values("frontdoor", &[]), Some("203.0.113.10"));
+        let wait = all_commands(&g)
+            .into_iter()
+            .find(|c| c.contains("domainValidationState"))
+            .expect("the wait for Approved");
+        // As pasted into bash, with `az` answering a fixed state and no real sleeping.
+        let run_with = |state: &str| {
+            let script =
+                format!("az() {{ echo {state}; }}; sleep() {{ :; }}; {wait}\necho still-open");
+            std::process::Command::new("bash")
+                .args(["--noprofile", "--norc", "-c", &script])
+                .output()
+                .expect("bash")
+        };
+        let pending = run_with("Pending");
+        assert!(String::from_utf8_lossy(&pending.stderr).contains("not Approved after 60 min"));
+        assert!(String::from_utf8_lossy(&pending.stdout).contains("still-open"));
+        let approved = run_with("Approved");
+        assert!(approved.stderr.is_empty(), "{approved:?}");
+        // Under `set -e`, as a pipeline runs it, a domain that is never approved fails the job.
+        let script =
+            format!("set -e; az() {{ echo Pending; }}; sleep() {{ :; }}; {wait}\necho after");
+        let strict = std::process::Command::new("bash")
+            .args(["--noprofile", "--norc", "-c", &script])
+            .output()
+            .expect("bash");
+        assert!(!strict.status.success());
+        assert!(!String::from_utf8_lossy(&strict.stdout).contains("after"));
     }
 
     #[test]
