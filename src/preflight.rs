@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -481,24 +481,12 @@ fn date(t: SystemTime) -> String {
 /// `spec.loadBalancerIP`), AKS creates the address with the Service and deletes it with it
 /// (AKS "Use a static public IP address and DNS label"), so DNS records and backend pools that
 /// name it break on an uninstall or a profile switch.
-async fn address_stability(client: &Client, ns: &str, name: &str) -> Check {
-    use k8s_openapi::api::core::v1::Service;
+fn address_stability(svc: Option<&Service>, ns: &str, name: &str) -> Check {
     const CHECK: &str = "stable address";
-    let svc = match Api::<Service>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-    {
-        Ok(Some(s)) => s,
-        Ok(None) => return warn(CHECK, format!("Service {ns}/{name} is missing"), None),
-        Err(e) => {
-            return warn(
-                CHECK,
-                format!("cannot read Service {ns}/{name}: {e}"),
-                Some(bind_hint()),
-            );
-        }
+    let Some(svc) = svc else {
+        return warn(CHECK, format!("Service {ns}/{name} is missing"), None);
     };
-    let annotations = svc.metadata.annotations.unwrap_or_default();
+    let annotations = svc.metadata.annotations.clone().unwrap_or_default();
     let set = |k: &str| {
         annotations
             .get(&format!("service.beta.kubernetes.io/{k}"))
@@ -558,9 +546,11 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
     if let Some(svc) = controller {
         report.checks.push(address(svc, &status));
         let ns = svc.namespace.clone().unwrap_or_default();
-        report
-            .checks
-            .push(address_stability(client, &ns, &svc.name).await);
+        report.checks.push(address_stability(
+            status.load_balancer.as_ref(),
+            &ns,
+            &svc.name,
+        ));
         report.checks.push(warn(
             "ingress-nginx",
             crate::guidance::RETIREMENT_WARNING,

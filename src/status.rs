@@ -39,6 +39,10 @@ pub struct StatusReport {
     pub address: Option<String>,
     pub internal: bool,
     pub canaries: Vec<CanaryStatus>,
+    /// The LoadBalancer Service the address was read from, kept so `check` can judge it without
+    /// reading it again.
+    #[serde(skip)]
+    pub load_balancer: Option<Service>,
 }
 
 impl StatusReport {
@@ -113,6 +117,7 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
         address: None,
         internal: false,
         canaries: Vec::new(),
+        load_balancer: None,
     };
     for m in record.parsed_members() {
         let ns = m.namespace.as_deref().unwrap_or_default();
@@ -124,6 +129,7 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
                 if let Some(s) = load_balancer(client, ns, &m.name).await? {
                     report.internal = crate::plan::service_is_internal(&s);
                     report.address = crate::wait::service_address(&s);
+                    report.load_balancer = Some(s);
                 }
             }
             _ => {}
