@@ -1752,28 +1752,24 @@ mod tests {
             .find(|c| c.contains("domainValidationState"))
             .expect("the wait for Approved");
         // As pasted into bash, with `az` answering a fixed state and no real sleeping.
-        let run_with = |state: &str| {
-            let script =
-                format!("az() {{ echo {state}; }}; sleep() {{ :; }}; {wait}\necho still-open");
+        let run_with = |options: &str, state: &str| {
+            let script = format!(
+                "{options}az() {{ echo {state}; }}; sleep() {{ :; }}; {wait}\necho still-open"
+            );
             std::process::Command::new("bash")
                 .args(["--noprofile", "--norc", "-c", &script])
                 .output()
                 .expect("bash")
         };
-        let pending = run_with("Pending");
+        let pending = run_with("", "Pending");
         assert!(String::from_utf8_lossy(&pending.stderr).contains("not Approved after 60 min"));
         assert!(String::from_utf8_lossy(&pending.stdout).contains("still-open"));
-        let approved = run_with("Approved");
+        let approved = run_with("", "Approved");
         assert!(approved.stderr.is_empty(), "{approved:?}");
         // Under `set -e`, as a pipeline runs it, a domain that is never approved fails the job.
-        let script =
-            format!("set -e; az() {{ echo Pending; }}; sleep() {{ :; }}; {wait}\necho after");
-        let strict = std::process::Command::new("bash")
-            .args(["--noprofile", "--norc", "-c", &script])
-            .output()
-            .expect("bash");
+        let strict = run_with("set -e; ", "Pending");
         assert!(!strict.status.success());
-        assert!(!String::from_utf8_lossy(&strict.stdout).contains("after"));
+        assert!(!String::from_utf8_lossy(&strict.stdout).contains("still-open"));
     }
 
     #[test]
