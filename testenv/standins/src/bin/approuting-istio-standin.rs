@@ -38,14 +38,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use futures::StreamExt;
+use gridos_testenv_standins::spawn_reflector;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const GROUP: &str = "gateway.networking.k8s.io";
@@ -118,35 +117,6 @@ fn without_times(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(without_times).collect()),
         other => other.clone(),
     }
-}
-
-/// A store kept current by a watch (retried with backoff, e.g. while the CRDs are not there yet).
-fn spawn_reflector<K>(api: Api<K>, dyntype: K::DynamicType) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let writer = reflector::store::Writer::new(dyntype);
-    let reader = writer.as_reader();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(async move {
-        let mut stream = stream.boxed();
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::debug!("watch: {e}");
-            }
-        }
-    });
-    reader
 }
 
 struct Standin {
@@ -697,18 +667,23 @@ async fn main() -> Result<()> {
         .with_target(false)
         .init();
     let args = Args::parse();
-    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = gridos_testenv_standins::client(&args.kubeconfig).await?;
     let dyn_api = |kind: &str| Api::<DynamicObject>::all_with(client.clone(), &gvk(kind));
     let mut standin = Standin {
-        classes: spawn_reflector(dyn_api("GatewayClass"), gvk("GatewayClass")),
-        gateways: spawn_reflector(dyn_api("Gateway"), gvk("Gateway")),
-        routes: spawn_reflector(dyn_api("HTTPRoute"), gvk("HTTPRoute")),
-        services: spawn_reflector(Api::<Service>::all(client.clone()), ()),
-        namespaces: spawn_reflector(Api::<Namespace>::all(client.clone()), ()),
-        secrets: spawn_reflector(Api::<Secret>::all(client.clone()), ()),
+        classes: spawn_reflector(
+            dyn_api("GatewayClass"),
+            Default::default(),
+            gvk("GatewayClass"),
+        ),
+        gateways: spawn_reflector(dyn_api("Gateway"), Default::default(), gvk("Gateway")),
+        routes: spawn_reflector(dyn_api("HTTPRoute"), Default::default(), gvk("HTTPRoute")),
+        services: spawn_reflector(Api::<Service>::all(client.clone()), Default::default(), ()),
+        namespaces: spawn_reflector(
+            Api::<Namespace>::all(client.clone()),
+            Default::default(),
+            (),
+        ),
+        secrets: spawn_reflector(Api::<Secret>::all(client.clone()), Default::default(), ()),
         client,
         args,
         applied: HashMap::new(),
