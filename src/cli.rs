@@ -52,6 +52,9 @@ pub struct ValuesArgs {
     /// Set one value, e.g. --set canary.threshold=3; repeatable, applied after --values.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Traffic layer: ingress-nginx (default) or gateway-api (AKS application routing, GatewayClass approuting-istio); the same as --set traffic.layer=LAYER, applied after it.
+    #[arg(long, value_name = "LAYER", value_parser = ["ingress-nginx", "gateway-api"])]
+    pub traffic: Option<String>,
 }
 
 impl ValuesArgs {
@@ -59,10 +62,19 @@ impl ValuesArgs {
         ValuesRequest {
             profile: self.profile.clone(),
             values_files: self.values.clone(),
-            sets: self.set.clone(),
+            sets: traffic_set(&self.set, self.traffic.as_deref()),
             host: self.host.clone(),
         }
     }
+}
+
+/// `--set` with `--traffic` appended as its `--set traffic.layer=...`, so it wins over every `--set`.
+fn traffic_set(sets: &[String], traffic: Option<&str>) -> Vec<String> {
+    let mut all = sets.to_vec();
+    if let Some(layer) = traffic {
+        all.push(format!("traffic.layer={layer}"));
+    }
+    all
 }
 
 /// Flags of the commands that change (or would change) a cluster.
@@ -621,6 +633,16 @@ async fn install_command(
             return Err(missing_profile());
         }
         req.values.profile = Some(ProfileSource::Builtin(prompt::pick_profile()?));
+        let layer_given = apply.values.traffic.is_some()
+            || apply
+                .values
+                .set
+                .iter()
+                .any(|s| s.starts_with("traffic.layer="));
+        if !layer_given {
+            let layer = prompt::pick_layer()?;
+            req.values.sets.push(format!("traffic.layer={layer}"));
+        }
     }
     if !f.yes && !f.dry_run && !terminal {
         return Err(InputError::NeedsYes.into());
@@ -961,6 +983,11 @@ fn usage_error_line(rendered: &str) -> String {
             problem = p.trim().to_string();
         } else if let Some(t) = line.strip_prefix("tip:") {
             tips.push(t.trim().to_string());
+        } else if let Some(v) = line
+            .strip_prefix("[possible values:")
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            tips.push(format!("give one of: {}", v.trim()));
         }
     }
     let mut text = format!("error: {problem}; ");

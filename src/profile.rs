@@ -21,12 +21,59 @@ pub enum Front {
     Frontdoor,
 }
 
+/// What routes the app's traffic and shifts the canary weights: the ingress-nginx controller
+/// gridos-setup installs, or the Gateway API on AKS application routing (`approuting-istio`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficLayer {
+    IngressNginx,
+    GatewayApi,
+}
+
+impl TrafficLayer {
+    /// The value's spelling, as `--traffic` and `traffic.layer` take it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficLayer::IngressNginx => "ingress-nginx",
+            TrafficLayer::GatewayApi => "gateway-api",
+        }
+    }
+}
+
+/// The layers in the order the picker offers them: today's default first.
+pub const LAYERS: [TrafficLayer; 2] = [TrafficLayer::IngressNginx, TrafficLayer::GatewayApi];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Traffic {
+    /// `ingress-nginx` (default) or `gateway-api`.
+    pub layer: TrafficLayer,
+}
+
+/// The Gateway gridos-setup creates with `traffic.layer: gateway-api`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {
+    /// The Gateway's name; AKS names its Deployment and Service `<name>-approuting-istio`.
+    pub name: String,
+    pub tls: GatewayTls,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayTls {
+    /// A `kubernetes.io/tls` Secret you create in the gateway namespace; set, the Gateway gets an
+    /// HTTPS listener on 443 for the host. Empty: HTTP on 80 only.
+    pub secret_name: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Values {
     /// Profile name, shown in output.
     pub name: String,
     pub front: Front,
+    pub traffic: Traffic,
     /// One line shown by `profiles` and the picker.
     pub description: String,
     /// The DNS name the app is served on; required before rendering.
@@ -36,6 +83,7 @@ pub struct Values {
     /// Registry mirror (e.g. `myacr.azurecr.io`) that replaces every image's registry; empty keeps upstream's.
     pub image_registry: String,
     pub ingress_controller: IngressController,
+    pub gateway: Gateway,
     pub flagger: Component,
     pub prometheus: Prometheus,
     pub loadtester: Component,
@@ -52,6 +100,8 @@ pub struct Namespaces {
     pub ingress: String,
     pub flagger: String,
     pub app: String,
+    /// The Gateway's namespace (`traffic.layer: gateway-api`); AKS runs the gateway's pods there.
+    pub gateway: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -241,12 +291,16 @@ impl Default for Values {
         Values {
             name: "custom".into(),
             front: Front::Nginx,
+            traffic: Traffic {
+                layer: TrafficLayer::IngressNginx,
+            },
             description: String::new(),
             host: String::new(),
             namespaces: Namespaces {
                 ingress: "ingress-nginx".into(),
                 flagger: "flagger-system".into(),
                 app: "gridos".into(),
+                gateway: "gridos-gateway".into(),
             },
             pod_security: PodSecurity {
                 app_enforce: PodSecurityLevel::Baseline,
@@ -266,6 +320,12 @@ impl Default for Values {
                 real_client_ip: RealClientIp {
                     enabled: Toggle::Auto,
                     trusted_cidrs: Vec::new(),
+                },
+            },
+            gateway: Gateway {
+                name: "gridos".into(),
+                tls: GatewayTls {
+                    secret_name: String::new(),
                 },
             },
             flagger: Component {
@@ -832,6 +892,10 @@ pub fn origin_https(v: &Values) -> bool {
     match v.front_door.origin_protocol {
         OriginProtocol::Https => true,
         OriginProtocol::Http => false,
+        // The Gateway has an HTTPS listener only with a certificate Secret configured.
+        OriginProtocol::Auto if v.traffic.layer == TrafficLayer::GatewayApi => {
+            !v.front_door.private_link && gateway_https(v)
+        }
         OriginProtocol::Auto => !v.front_door.private_link,
     }
 }
@@ -1074,6 +1138,7 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
     }
     check_stable_address(v)?;
     check_front(v)?;
+    check_traffic_layer(v)?;
     if v.front_door.private_link && v.front != Front::Frontdoor {
         return Err(out_of_range(
             "frontDoor.privateLink",
@@ -1083,6 +1148,100 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
         ));
     }
     Ok(())
+}
+
+/// AKS appends `-approuting-istio` (17 characters) to the Gateway's name for its Deployment and
+/// Service, which must stay a 63-character DNS label.
+const GATEWAY_NAME_MAX: usize = 63 - "-approuting-istio".len();
+
+/// Whether the Gateway listens on 443 too: a certificate Secret is configured.
+pub fn gateway_https(v: &Values) -> bool {
+    v.traffic.layer == TrafficLayer::GatewayApi && !v.gateway.tls.secret_name.is_empty()
+}
+
+/// The values of one layer set while the other is chosen, the Gateway's names, and its certificate.
+fn check_traffic_layer(v: &Values) -> Result<(), InputError> {
+    let d = Values::default();
+    if v.traffic.layer == TrafficLayer::IngressNginx {
+        if v.gateway != d.gateway {
+            return Err(out_of_range(
+                "gateway",
+                "traffic.layer ingress-nginx",
+                "gateway.* configures the Gateway of traffic.layer gateway-api and does nothing with ingress-nginx",
+                "add --traffic gateway-api, or drop the gateway values",
+            ));
+        }
+        return Ok(());
+    }
+    let ic = &v.ingress_controller;
+    for (path, set) in [
+        (
+            "ingressController.replicas",
+            ic.replicas != d.ingress_controller.replicas,
+        ),
+        (
+            "ingressController.resources",
+            ic.resources != d.ingress_controller.resources,
+        ),
+        (
+            "ingressController.realClientIp",
+            ic.real_client_ip != d.ingress_controller.real_client_ip,
+        ),
+    ] {
+        if set {
+            return Err(out_of_range(
+                path,
+                "traffic.layer gateway-api",
+                "with the Gateway API AKS runs and sizes the gateway's pods; there is no ingress-nginx controller to configure",
+                "drop this value, or use --traffic ingress-nginx",
+            ));
+        }
+    }
+    check_label("gateway.name", &v.gateway.name)?;
+    if v.gateway.name.len() > GATEWAY_NAME_MAX {
+        return Err(out_of_range(
+            "gateway.name",
+            format!("{:?}", v.gateway.name),
+            "AKS names the gateway's Service <name>-approuting-istio, which must fit in 63 characters",
+            "use a name of at most 46 characters",
+        ));
+    }
+    check_label("namespaces.gateway", &v.namespaces.gateway)?;
+    let ns = &v.namespaces;
+    if ns.gateway == ns.app || ns.gateway == ns.flagger {
+        return Err(out_of_range(
+            "namespaces.gateway",
+            format!("{:?}", ns.gateway),
+            "the Gateway's namespace holds AKS's gateway pods under its own Pod Security level, so it cannot be the app's or Flagger's",
+            "give a namespace of its own, e.g. gridos-gateway",
+        ));
+    }
+    let secret = &v.gateway.tls.secret_name;
+    if !secret.is_empty() && !is_subdomain(secret) {
+        return Err(out_of_range(
+            "gateway.tls.secretName",
+            format!("{secret:?}"),
+            "not a Secret name",
+            "name the kubernetes.io/tls Secret in the gateway namespace: lower-case letters, digits, '-' and '.', at most 253 characters",
+        ));
+    }
+    if v.front == Front::Frontdoor
+        && v.front_door.origin_protocol == OriginProtocol::Https
+        && secret.is_empty()
+    {
+        return Err(out_of_range(
+            "frontDoor.originProtocol",
+            "https",
+            "the Gateway serves HTTPS only with a certificate, and gateway.tls.secretName is empty",
+            "set gateway.tls.secretName to a kubernetes.io/tls Secret for the host in the gateway namespace, or use frontDoor.originProtocol http",
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS subdomain name (RFC 1123), as Kubernetes requires of a Secret's name.
+fn is_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(|l| label_problem(l).is_none())
 }
 
 /// The host, the namespaces, the registry and the ServiceMonitor group.
@@ -1265,6 +1424,45 @@ mod tests {
             ("frontDoor.privateLink=true", "frontDoor.privateLink"),
         ] {
             assert_eq!(refused_at(&[set]), path, "{set}");
+        }
+    }
+
+    #[test]
+    fn every_builtin_profile_is_valid_with_the_gateway_api() {
+        for name in BUILTIN {
+            let mut v = builtin(name).unwrap();
+            v.host = "app.example.com".into();
+            v.traffic.layer = TrafficLayer::GatewayApi;
+            assert_eq!(validate(&v), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn front_door_reaches_the_gateway_over_https_only_with_a_certificate() {
+        let mut v = builtin("frontdoor").unwrap();
+        v.host = "app.example.com".into();
+        assert!(
+            origin_https(&v),
+            "ingress-nginx: the app's Ingress serves TLS"
+        );
+        v.traffic.layer = TrafficLayer::GatewayApi;
+        assert!(!origin_https(&v), "no HTTPS listener without a Secret");
+        v.gateway.tls.secret_name = "app-tls".into();
+        assert!(origin_https(&v));
+        assert!(gateway_https(&v));
+        v.front_door.private_link = true;
+        assert!(
+            !origin_https(&v),
+            "Private Link: HTTP, as with ingress-nginx"
+        );
+    }
+
+    #[test]
+    fn secret_names_are_dns_subdomains() {
+        assert!(is_subdomain("app-tls"));
+        assert!(is_subdomain("app.example.com-tls"));
+        for bad in ["App-TLS", "app_tls", "-tls", "a..b", ""] {
+            assert!(!is_subdomain(bad), "{bad}");
         }
     }
 

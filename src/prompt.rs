@@ -118,6 +118,42 @@ pub fn pick_profile() -> Result<String, PromptError> {
     Ok(choices[i].0.to_string())
 }
 
+/// One line per traffic layer for the picker: what routes the traffic, what the cluster needs first.
+pub fn layer_choices() -> Vec<(&'static str, &'static str)> {
+    profile::LAYERS
+        .iter()
+        .map(|layer| {
+            let what = match layer {
+                profile::TrafficLayer::IngressNginx => {
+                    "gridos-setup installs the ingress-nginx controller (retired upstream in March 2026)"
+                }
+                profile::TrafficLayer::GatewayApi => {
+                    "Gateway API on AKS application routing (approuting-istio); \
+                     needs first: az aks update --enable-gateway-api and az aks approuting gateway istio enable"
+                }
+            };
+            (layer.as_str(), what)
+        })
+        .collect()
+}
+
+/// Shows the picker of traffic layers (after the profile) and returns the chosen one's value.
+pub fn pick_layer() -> Result<String, PromptError> {
+    let choices = layer_choices();
+    let width = choices.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    let items: Vec<String> = choices
+        .iter()
+        .map(|(n, d)| format!("{n:width$}  {d}"))
+        .collect();
+    let _asking = Asking::start();
+    let i = Select::with_theme(&ColorfulTheme::default())
+        .with_prompt("Which traffic layer routes the app and shifts the canary? (arrows, Enter)")
+        .items(&items)
+        .default(0)
+        .interact_on(&Term::stderr())?;
+    Ok(choices[i].0.to_string())
+}
+
 /// Asks for the host until it is a valid DNS name (the same check as `--host`).
 pub fn ask_host() -> Result<String, PromptError> {
     let _asking = Asking::start();

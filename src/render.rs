@@ -11,7 +11,7 @@ use handlebars::{
 use serde_json::{Value as Json, json};
 
 use crate::error::Error;
-use crate::profile::{AlertProviderKind, Front, Toggle, Values};
+use crate::profile::{AlertProviderKind, Front, Toggle, TrafficLayer, Values};
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "manifests/"]
@@ -215,6 +215,46 @@ pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Jso
     a
 }
 
+/// The GatewayClass AKS application routing creates for its Istio-based Gateway API implementation.
+pub const GATEWAY_CLASS: &str = "approuting-istio";
+
+/// The suffix AKS gives the Deployment and Service it makes for a Gateway (`<gateway>-approuting-istio`).
+pub const GATEWAY_SERVICE_SUFFIX: &str = "-approuting-istio";
+
+/// Istio gateways' status port, serving `/healthz/ready` (istio kube-gateway template's probes).
+pub const GATEWAY_STATUS_PORT: u16 = 15021;
+
+/// The Service AKS creates for the Gateway: `<gateway>-approuting-istio`, in the gateway namespace.
+pub fn gateway_service_name(v: &Values) -> String {
+    format!("{}{GATEWAY_SERVICE_SUFFIX}", v.gateway.name)
+}
+
+/// The Gateway's listener ports: 80, and 443 with a certificate.
+pub fn gateway_ports(v: &Values) -> Vec<u16> {
+    if crate::profile::gateway_https(v) {
+        vec![80, 443]
+    } else {
+        vec![80]
+    }
+}
+
+/// `spec.infrastructure.annotations` of the Gateway, which AKS copies to the gateway's Service: the
+/// controller Service's load-balancer annotations for the profile (internal, allowed service tags,
+/// Private Link, a stable address), with the health probe of every listener port sent to the
+/// status port's `/healthz/ready` instead of `/healthz` on the port itself (Istio answers 404 there).
+pub fn gateway_infrastructure_annotations(v: &Values) -> serde_json::Map<String, Json> {
+    let mut a = controller_service_annotations(v);
+    a.remove("service.beta.kubernetes.io/azure-load-balancer-health-probe-request-path");
+    for port in gateway_ports(v) {
+        let key =
+            |what: &str| format!("service.beta.kubernetes.io/port_{port}_health-probe_{what}");
+        a.insert(key("protocol"), json!("http"));
+        a.insert(key("port"), json!(GATEWAY_STATUS_PORT.to_string()));
+        a.insert(key("request-path"), json!("/healthz/ready"));
+    }
+    a
+}
+
 /// AKS annotations that keep the controller's address when the Service goes (uninstall, profile
 /// switch): a pre-created public IP by name and resource group, a DNS label, or a fixed private IP
 /// ("Use a static public IP address and DNS label with the AKS load balancer"; cloud-provider-azure
@@ -279,8 +319,11 @@ pub fn controller_config(v: &Values) -> serde_json::Map<String, Json> {
 fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
     let ns = &v.namespaces;
     let mirror = v.image_registry.as_str();
-    Ok(json!({
+    let gateway = v.traffic.layer == TrafficLayer::GatewayApi;
+    let mut ctx = json!({
         "v": v,
+        // Which layer's objects render; the gateway's extra context is under `gateway` (only then).
+        "traffic": { "nginx": !gateway, "gateway": gateway },
         "images": {
             "controller": CONTROLLER_IMAGE.reference(mirror),
             "flagger": FLAGGER_IMAGE.reference(mirror),
@@ -297,6 +340,11 @@ fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
         },
         "controllerService": { "annotations": controller_service_annotations(v) },
         "controllerConfig": controller_config(v),
+        "prometheus": {
+            // The namespace whose pods carry the request metrics: the controller's or the gateway's.
+            "scrapeNamespace": if gateway { &ns.gateway } else { &ns.ingress },
+            "gatewaySelector": format!("gateway.networking.k8s.io/gateway-name={}", v.gateway.name),
+        },
         "prometheusStorage": {
             "sizeLimit": v.prometheus.storage_size,
             // Prometheus counts blocks, WAL and chunks against retention.size (MB = 2^20 bytes); 80%
@@ -328,16 +376,50 @@ fn context(v: &Values, inputs: &RenderInputs) -> Result<Json, Error> {
                 "curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 http://gridos-canary.{}:{}/ | grep -Eq '^[234][0-9][0-9]$'",
                 ns.app, v.canary.port
             ),
-            // Through the ingress controller with the app's Host (the host is a validated DNS name, so
-            // it carries no shell metacharacters): Flagger's nginx metrics only count requests that
-            // pass the controller. https because hey takes the TLS server name from -host and the
-            // app's Ingress redirects plain http.
-            "loadTestCmd": format!(
-                "hey -z {} -q 10 -c 2{} -host {} https://ingress-nginx-controller.{}/",
-                load_test_duration(&v.canary.interval)?, origin_lock_header(v), v.host, ns.ingress
-            ),
+            "loadTestCmd": load_test_cmd(v)?,
         },
-    }))
+    });
+    if gateway {
+        let map = ctx.as_object_mut().ok_or_else(|| Error::Template {
+            template: "gateway.yaml.hbs".into(),
+            reason: "the context is not a mapping".into(),
+        })?;
+        map.insert(
+            "gateway".into(),
+            json!({
+                "annotations": gateway_infrastructure_annotations(v),
+                "https": crate::profile::gateway_https(v),
+                "serviceName": gateway_service_name(v),
+            }),
+        );
+    }
+    Ok(ctx)
+}
+
+/// The rollout webhook's load test: traffic through the layer that shifts the weights, with the
+/// app's Host (the host is a validated DNS name, so it carries no shell metacharacters), since the
+/// canary's metrics only count requests that pass it.
+fn load_test_cmd(v: &Values) -> Result<String, Error> {
+    let duration = load_test_duration(&v.canary.interval)?;
+    Ok(match v.traffic.layer {
+        // https because hey takes the TLS server name from -host and the app's Ingress redirects
+        // plain http.
+        TrafficLayer::IngressNginx => format!(
+            "hey -z {duration} -q 10 -c 2{} -host {} https://ingress-nginx-controller.{}/",
+            origin_lock_header(v),
+            v.host,
+            v.namespaces.ingress
+        ),
+        // The Gateway's http listener on the Service AKS makes for it: its istio_requests_total
+        // counts the request with the HTTPRoute's split, whatever listener it came in on.
+        TrafficLayer::GatewayApi => format!(
+            "hey -z {duration} -q 10 -c 2{} -host {} http://{}.{}/",
+            origin_lock_header(v),
+            v.host,
+            gateway_service_name(v),
+            v.namespaces.gateway
+        ),
+    })
 }
 
 /// How long the rollout webhook's `hey` runs: a quarter of the analysis interval (at least 1 s)

@@ -28,6 +28,7 @@ mod rbac;
 mod readme;
 mod render_cli;
 mod render_cluster;
+mod render_gateway;
 mod secrets;
 mod testenv;
 mod wiring;

@@ -70,6 +70,12 @@ async fn cluster_prompt_pick_appgw_type_host_confirm_plan_installs() {
     std::thread::sleep(Duration::from_millis(300));
     p.send("\r").unwrap();
     p.flush().unwrap();
+    // Then the traffic layer: Enter keeps the default, ingress-nginx.
+    p.exp_string("Which traffic layer routes the app").unwrap();
+    p.exp_string("gateway-api").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    p.send("\r").unwrap();
+    p.flush().unwrap();
     p.exp_string("Host the app is served on").unwrap();
     // A bad host is refused with --host's own reason, and asked again.
     p.send("App.Example.com\r").unwrap();
