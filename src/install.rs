@@ -133,6 +133,11 @@ pub async fn plan_locked(
     interrupt: &Interrupt,
 ) -> Result<Plan, Error> {
     let cluster = cluster::connect(&req.connect).await?;
+    // What AKS must provide for the Gateway API is checked before the lock and any write.
+    if values.traffic.layer == profile::TrafficLayer::GatewayApi {
+        let minor = crate::gateway::server_minor(&cluster.version);
+        crate::gateway::require(&cluster.client, minor).await?;
+    }
     let lock = match req.lock_wait.filter(|_| !req.dry_run) {
         Some(wait) => {
             let on_wait = |w: crate::lock::LockWait| reporter.event(&w.event());

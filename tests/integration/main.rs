@@ -16,6 +16,7 @@ mod flagger;
 mod fronts;
 mod grafana;
 mod guidance;
+mod guidance_gateway;
 mod helm_state;
 mod install;
 mod interrupt;
