@@ -6,7 +6,6 @@
 //! `reset` deletes the CRD, and with it every Canary.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -99,26 +98,8 @@ async fn canary_namespace(c: &Client) -> String {
     ns
 }
 
-/// `flagger-standin`, built by `cargo build --workspace` (scripts/test does) into the same target
-/// directory as this test binary (`target/debug/deps/..`).
-fn standin_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let bin = dir.join("flagger-standin");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p gridos-testenv-standins --bin flagger-standin` \
-         (scripts/test builds the whole workspace)",
-        bin.display()
-    );
-    bin
-}
-
 fn standin(ns: &str, scenario: &str, step_ms: u64) -> Command {
-    let mut cmd = Command::new(standin_bin());
+    let mut cmd = Command::new(crate::util::standin_bin("flagger-standin"));
     cmd.arg("--kubeconfig")
         .arg(kubeconfig())
         .args(["--namespace", ns, "--name", CANARY, "--scenario", scenario])

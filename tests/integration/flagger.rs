@@ -32,7 +32,10 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::util::{client, cluster_lock, gridos_k, kubeconfig, ok, reset, stderr, stdout};
+use crate::util::{
+    Proc, TempDir, client, cluster_lock, gridos_k, kubeconfig, ok, on_path, reset, standin_bin,
+    stderr, stdout, wait_http_ok,
+};
 
 const APP_NS: &str = "gridos";
 const FLAGGER_NS: &str = "flagger-system";
@@ -40,103 +43,6 @@ const HOST: &str = "app.example.com";
 const OLD_IMAGE: &str = "registry.example/gridos:1.0.0";
 /// The load tester's port here: its 8080 is also Flagger's, and all processes share one network namespace.
 const LOADTESTER_PORT: u16 = 18080;
-
-/// A directory under the temp dir, removed at drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        let p = std::env::temp_dir().join(crate::util::unique_name(&format!("flagger-{what}")));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A program of the test, killed at drop; its output goes to a log file shown on failure.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
-        let log = dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("log file"))
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Proc {
-            name: name.into(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let from = lines.len().saturating_sub(40);
-        format!(
-            "===== {} (last 40 lines) =====\n{}",
-            self.name,
-            lines[from..].join("\n")
-        )
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A binary on PATH (`scripts/testenv exec` puts the testenv binaries first).
-fn on_path(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} is not on PATH: `scripts/testenv build` builds it, `scripts/testenv exec` puts it on PATH")
-        })
-}
-
-/// A binary of the stand-ins crate, built by `cargo build --workspace` into this test binary's target dir.
-fn standin_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p gridos-testenv-standins --bin {name}`",
-        bin.display()
-    );
-    bin
-}
 
 /// The network namespace's hosts file, which `ip netns exec` bind-mounts over /etc/hosts.
 fn netns_hosts() -> PathBuf {
@@ -305,23 +211,6 @@ async fn flagger_pod_ip_on_lo(c: &Client) {
             assert!(st.success(), "ip addr replace {ip}/32 dev lo");
         }
     }
-}
-
-/// Polls `url` until it answers 2xx, or panics with the program's log after `secs`.
-fn wait_http_ok(url: &str, secs: u64, p: &Proc) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < until {
-        let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "--max-time", "2", url])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{url} not ready after {secs}s\n{}", p.tail());
 }
 
 /// Everything that runs for one scenario; stopped (killed) at drop.

@@ -14,6 +14,8 @@ mod crds;
 mod faults;
 mod flagger;
 mod fronts;
+mod gateway;
+mod gateway_rig;
 mod grafana;
 mod guidance;
 mod guidance_gateway;

@@ -1,9 +1,9 @@
 //! Shared helpers: the test control plane's client, unique namespaces, the cluster lock, running the binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
@@ -175,7 +175,14 @@ pub async fn reset(c: &Client) {
     ];
     // All at once: each takes ~10 s (the namespace controller re-checks after the pods' grace period).
     let mut gone = Vec::new();
-    for name in ["ingress-nginx", "flagger-system", "gridos", "other-app"] {
+    for name in [
+        "ingress-nginx",
+        "flagger-system",
+        "gridos",
+        "other-app",
+        "gridos-gateway",
+        "aks-istio-system",
+    ] {
         if let Ok(Some(ns)) = namespaces.get_opt(name).await {
             let _ = namespaces.delete(name, &dp).await;
             gone.push((name, ns.metadata.uid.unwrap_or_default()));
@@ -191,6 +198,9 @@ pub async fn reset(c: &Client) {
         )
     }))
     .await;
+    // The Gateway API's objects, GatewayClasses and CRDs, and the Istio mesh add-on's marks.
+    crate::gateway_rig::disable_istio_mesh_marks(c).await;
+    crate::gateway_rig::disable_gateway_api(c).await;
     for name in crd_names {
         if let Ok(Some(crd)) = crds.get_opt(name).await {
             let _ = crds.delete(name, &dp).await;
@@ -373,4 +383,118 @@ pub async fn set_webhook_ca_bundle(c: &Client, ca_bundle: &str) {
     vwcs.replace("ingress-nginx-admission", &PostParams::default(), &vwc)
         .await
         .unwrap();
+}
+
+/// A directory under the temp dir, removed at drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique_name(&format!("flagger-{what}")));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A program of the test, killed at drop; its output goes to a log file shown on failure.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log file"))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        format!(
+            "===== {} (last 40 lines) =====\n{}",
+            self.name,
+            lines[from..].join("\n")
+        )
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A binary on PATH (`scripts/testenv exec` puts the testenv binaries first).
+pub fn on_path(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH: `scripts/testenv build` builds it, `scripts/testenv exec` puts it on PATH")
+        })
+}
+
+/// A binary of the stand-ins crate, built by `cargo build --workspace` into this test binary's target dir.
+pub fn standin_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p gridos-testenv-standins --bin {name}`",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `url` until it answers 2xx, or panics with the program's log after `secs`.
+pub fn wait_http_ok(url: &str, secs: u64, p: &Proc) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        let ok = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "2", url])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{url} not ready after {secs}s\n{}", p.tail());
 }

@@ -29,6 +29,18 @@
 //!   namespaces given with `--search-namespace`, which stands for the pods' DNS search path). The
 //!   file is rewritten in place (same inode), because `ip netns exec` bind-mounts it.
 //!
+//! - Gateway API mode (`--gateway-api`): the same for the Istio gateway pods of AKS application
+//!   routing (`approuting-istio`; their control plane is `approuting-istio-standin`). Traffic is
+//!   routed by the HTTPRoutes attached to a Gateway in `--controller-namespace`, per hostname and
+//!   rule, split by the `backendRefs` weights (which Flagger's `gatewayapi:v1` provider moves);
+//!   the gateway Service's listener ports answer real requests routed by their Host header (the
+//!   load tester's `hey`), recorded like the synthetic ones. The pods' metrics are Istio's standard
+//!   metrics (istio.io docs, "Istio Standard Metrics"): `istio_requests_total` and the
+//!   `istio_request_duration_milliseconds` histogram with Istio's default buckets, reported by the
+//!   gateway (`reporter="source"`) with `destination_service` set to the backend Service's FQDN and
+//!   `destination_workload="unknown"` (the app's pods have no sidecar), served on the pods' port
+//!   15020 at /stats/prometheus, where the `prometheus.io/*` pod annotations point.
+//!
 //! Metric names, label names and values follow ingress-nginx's source (controller-v1.15.1):
 //! internal/ingress/metric/collectors/socket.go (`requestTags`: status, method, path, namespace,
 //! ingress, service, canary, plus host with metrics-per-host, the default; constant labels
@@ -49,15 +61,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use futures::StreamExt;
+use gridos_testenv_standins::spawn_reflector;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, ResourceExt};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -66,10 +78,18 @@ const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
 const CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
 const CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight-total";
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
-/// prometheus.DefBuckets, ingress-nginx's default `--time-buckets`.
+/// prometheus.DefBuckets, ingress-nginx's default `--time-buckets` (seconds).
 const BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Istio's default buckets of `istio_request_duration_milliseconds` (milliseconds; Istio's
+/// telemetry docs, "Default buckets": the stats filter's `defaultBuckets`).
+const ISTIO_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Group, version and kind of the routes the Gateway API data plane serves.
+const HTTPROUTE: (&str, &str, &str) = ("gateway.networking.k8s.io", "v1", "HTTPRoute");
 const MARK_BEGIN: &str = "# BEGIN ingress-nginx-standin (cluster DNS stand-in)";
 const MARK_END: &str = "# END ingress-nginx-standin";
 /// Synthetic traffic is sent in ticks of this length.
@@ -118,6 +138,30 @@ struct Args {
     /// The TLS Secret the admission webhook serves with (in the controller namespace).
     #[arg(long, default_value = "ingress-nginx-admission")]
     admission_secret: String,
+    /// Be the data plane of Istio gateway pods instead (AKS application routing's `approuting-istio`):
+    /// route by the HTTPRoutes attached to Gateways in `--controller-namespace`, whose pods
+    /// `--controller-selector` selects, and serve Istio's metrics on `--metrics-port` (15020 there)
+    /// at /stats/prometheus.
+    #[arg(long)]
+    gateway_api: bool,
+}
+
+impl Args {
+    fn metrics_path(&self) -> &'static str {
+        if self.gateway_api {
+            "/stats/prometheus"
+        } else {
+            "/metrics"
+        }
+    }
+
+    fn buckets(&self) -> &'static [f64] {
+        if self.gateway_api {
+            &ISTIO_BUCKETS
+        } else {
+            &BUCKETS
+        }
+    }
 }
 
 /// How one version of the app answers, from its pod template's image tag.
@@ -152,22 +196,12 @@ fn behaviour_of_image(image: &str) -> Behaviour {
     b
 }
 
-/// Label values of one request series, in the order of the exposition (sorted by name).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Series {
-    canary: String,
-    host: String,
-    ingress: String,
-    method: String,
-    namespace: String,
-    path: String,
-    service: String,
-    status: String,
-}
+/// The labels of one request series (name, value), sorted by name.
+type Series = Vec<(&'static str, String)>;
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
-    buckets: [u64; BUCKETS.len()],
+    buckets: Vec<u64>,
     sum: f64,
     count: u64,
 }
@@ -189,36 +223,11 @@ struct State {
 
 struct Stores {
     ingresses: Store<Ingress>,
+    /// HTTPRoutes (with `--gateway-api`; empty otherwise).
+    routes: Store<DynamicObject>,
     services: Store<Service>,
     deployments: Store<Deployment>,
     pods: Store<Pod>,
-}
-
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config) -> Store<K>
-where
-    K: kube::Resource
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-    tokio::spawn(async move {
-        let mut stream = stream.boxed();
-        while let Some(item) = stream.next().await {
-            if let Err(e) = item {
-                tracing::warn!("watch: {e}");
-            }
-        }
-    });
-    reader
 }
 
 fn of_our_class(ing: &Ingress, class: &str) -> bool {
@@ -351,30 +360,57 @@ fn take_whole(carry: &mut HashMap<String, f64>, key: &str, n: f64) -> u64 {
     whole as u64
 }
 
-fn record(pm: &mut PodMetrics, series: Series, seconds: f64) {
+fn record(pm: &mut PodMetrics, series: Series, value: f64, buckets: &[f64]) {
     *pm.requests.entry(series.clone()).or_insert(0) += 1;
     let h = pm.durations.entry(series).or_default();
-    for (i, le) in BUCKETS.iter().enumerate() {
-        if seconds <= *le {
+    h.buckets.resize(buckets.len(), 0);
+    for (i, le) in buckets.iter().enumerate() {
+        if value <= *le {
             h.buckets[i] += 1;
         }
     }
-    h.sum += seconds;
+    h.sum += value;
     h.count += 1;
 }
 
-/// One tick of synthetic traffic through every path of every Ingress of our class.
-fn traffic_tick(args: &Args, stores: &Stores, state: &Mutex<State>) {
+/// One backend of a [`Split`] and its weight.
+#[derive(Clone, Debug)]
+struct Backend {
+    service: String,
+    port: String,
+    weight: f64,
+}
+
+/// Where the requests for one host and path go: split between backends by weight.
+#[derive(Clone, Debug)]
+struct Split {
+    namespace: String,
+    /// The Ingress or the HTTPRoute that routes them.
+    route: String,
+    host: String,
+    path: String,
+    /// ingress-nginx: the main Ingress's backend, then the canary Ingress's (if any).
+    backends: Vec<Backend>,
+}
+
+impl Split {
+    fn key(&self) -> String {
+        format!(
+            "{}/{}/{}{}",
+            self.namespace, self.route, self.host, self.path
+        )
+    }
+}
+
+/// ingress-nginx: each path of a main Ingress of our class, with the canary Ingress of the same
+/// host and path taking `canary-weight` of it.
+fn nginx_splits(args: &Args, stores: &Stores) -> Vec<Split> {
     let ingresses: Vec<Arc<Ingress>> = stores
         .ingresses
         .state()
         .into_iter()
         .filter(|i| of_our_class(i, &args.ingress_class))
         .collect();
-    let pods = ready_controller_pods(stores);
-    if pods.is_empty() {
-        return;
-    }
     let canaries: Vec<(Route, f64)> = ingresses
         .iter()
         .filter(|i| is_canary(i))
@@ -383,64 +419,260 @@ fn traffic_tick(args: &Args, stores: &Stores, state: &Mutex<State>) {
             routes(i).into_iter().map(move |r| (r, w))
         })
         .collect();
-    let Ok(mut st) = state.lock() else { return };
-    let per_tick = f64::from(args.rps) * TICK.as_secs_f64();
+    let mut out = Vec::new();
     for main in ingresses.iter().filter(|i| !is_canary(i)) {
         for route in routes(main) {
-            let key = format!(
-                "{}/{}/{}{}",
-                route.namespace, route.ingress, route.host, route.path
-            );
-            let n = take_whole(&mut st.carry, &format!("req {key}"), per_tick);
             let canary = canaries.iter().find(|(c, _)| {
                 c.namespace == route.namespace && c.host == route.host && c.path == route.path
             });
-            let n_canary = match canary {
-                Some((_, w)) => take_whole(&mut st.carry, &format!("canary {key}"), n as f64 * w),
-                None => 0,
-            };
-            for (count, backend) in [
-                (n.saturating_sub(n_canary), None),
-                (n_canary, canary.map(|(c, _)| c)),
-            ] {
-                let (svc, upstream) = match backend {
-                    None => (route.service.clone(), String::new()),
-                    Some(c) => (
-                        c.service.clone(),
-                        format!("{}-{}-{}", c.namespace, c.service, c.port),
-                    ),
-                };
-                let b = behaviour_of_service(stores, &route.namespace, &svc);
-                let errors = take_whole(
-                    &mut st.carry,
-                    &format!("err {}/{svc}", route.namespace),
-                    count as f64 * b.error_percent / 100.0,
-                )
-                .min(count);
-                for i in 0..count {
-                    let status = if i < errors { "503" } else { "200" };
-                    let pod = pods[st.round_robin % pods.len()].clone();
-                    st.round_robin = st.round_robin.wrapping_add(1);
-                    let series = Series {
-                        canary: upstream.clone(),
-                        host: route.host.clone(),
-                        ingress: route.ingress.clone(),
-                        method: "GET".into(),
-                        namespace: route.namespace.clone(),
-                        path: route.path.clone(),
-                        // the main Ingress's backend, for canary requests too (monitor.lua)
-                        service: route.service.clone(),
-                        status: status.into(),
-                    };
-                    record(
-                        st.pods.entry(pod).or_default(),
-                        series,
-                        b.latency_ms as f64 / 1000.0,
-                    );
-                }
+            let w = canary.map(|(_, w)| *w).unwrap_or(0.0);
+            let mut backends = vec![Backend {
+                service: route.service.clone(),
+                port: route.port.clone(),
+                weight: 1.0 - w,
+            }];
+            if let Some((c, w)) = canary {
+                backends.push(Backend {
+                    service: c.service.clone(),
+                    port: c.port.clone(),
+                    weight: *w,
+                });
+            }
+            out.push(Split {
+                namespace: route.namespace,
+                route: route.ingress,
+                host: route.host,
+                path: route.path,
+                backends,
+            });
+        }
+    }
+    out
+}
+
+/// Gateway API: each hostname and rule of the HTTPRoutes attached to a Gateway in the gateway
+/// namespace, split by the rule's `backendRefs` weights (default 1; Gateway API spec, HTTPBackendRef).
+fn gateway_splits(args: &Args, stores: &Stores) -> Vec<Split> {
+    let mut out = Vec::new();
+    for r in stores.routes.state() {
+        let ns = r.namespace().unwrap_or_default();
+        let spec = &r.data["spec"];
+        let attached = spec["parentRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                p["kind"].as_str().unwrap_or("Gateway") == "Gateway"
+                    && p["namespace"].as_str().unwrap_or(&ns) == args.controller_namespace
+            });
+        if !attached {
+            continue;
+        }
+        let hosts: Vec<String> = match spec["hostnames"].as_array() {
+            Some(h) if !h.is_empty() => h
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect(),
+            _ => vec![String::new()],
+        };
+        for rule in spec["rules"].as_array().into_iter().flatten() {
+            let path = rule["matches"][0]["path"]["value"]
+                .as_str()
+                .unwrap_or("/")
+                .to_string();
+            let backends: Vec<Backend> = rule["backendRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["kind"].as_str().unwrap_or("Service") == "Service")
+                .map(|b| Backend {
+                    service: b["name"].as_str().unwrap_or_default().to_string(),
+                    port: b["port"]
+                        .as_i64()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    weight: b["weight"].as_f64().unwrap_or(1.0),
+                })
+                .collect();
+            for host in &hosts {
+                out.push(Split {
+                    namespace: ns.clone(),
+                    route: r.name_any(),
+                    host: host.clone(),
+                    path: path.clone(),
+                    backends: backends.clone(),
+                });
             }
         }
     }
+    out
+}
+
+fn splits(args: &Args, stores: &Stores) -> Vec<Split> {
+    if args.gateway_api {
+        gateway_splits(args, stores)
+    } else {
+        nginx_splits(args, stores)
+    }
+}
+
+/// How many of `n` requests each backend gets, by weight; the fractions carry over (deterministic).
+fn shares(carry: &mut HashMap<String, f64>, key: &str, split: &Split, n: u64) -> Vec<u64> {
+    let total: f64 = split.backends.iter().map(|b| b.weight.max(0.0)).sum();
+    let mut counts = vec![0; split.backends.len()];
+    if total <= 0.0 || counts.is_empty() {
+        return counts;
+    }
+    let mut rest = n;
+    for (i, b) in split.backends.iter().enumerate().skip(1) {
+        let c = take_whole(
+            carry,
+            &format!("share {key} {}", b.service),
+            n as f64 * b.weight.max(0.0) / total,
+        )
+        .min(rest);
+        counts[i] = c;
+        rest -= c;
+    }
+    counts[0] = rest;
+    counts
+}
+
+/// The labels of one request as the data plane reports it.
+fn series(args: &Args, split: &Split, backend: usize, status: u16, pod: &str) -> Series {
+    let b = &split.backends[backend];
+    let mut s: Series = if args.gateway_api {
+        // Istio's standard metrics as a gateway pod reports them (reporter "source"); the app's
+        // pods have no sidecar, so the destination workload is unknown while the Service is set.
+        let workload = pod.rsplitn(3, '-').last().unwrap_or(pod).to_string();
+        vec![
+            ("connection_security_policy", "unknown".into()),
+            ("destination_canonical_service", "unknown".into()),
+            (
+                "destination_service",
+                format!("{}.{}.svc.cluster.local", b.service, split.namespace),
+            ),
+            ("destination_service_name", b.service.clone()),
+            ("destination_service_namespace", split.namespace.clone()),
+            ("destination_workload", "unknown".into()),
+            ("destination_workload_namespace", "unknown".into()),
+            ("reporter", "source".into()),
+            ("request_protocol", "http".into()),
+            ("response_code", status.to_string()),
+            ("response_flags", "-".into()),
+            ("source_canonical_service", workload.clone()),
+            ("source_workload", workload),
+            (
+                "source_workload_namespace",
+                args.controller_namespace.clone(),
+            ),
+        ]
+    } else {
+        let canary = if backend > 0 {
+            format!("{}-{}-{}", split.namespace, b.service, b.port)
+        } else {
+            String::new()
+        };
+        vec![
+            ("canary", canary),
+            ("controller_class", args.controller_class.clone()),
+            ("controller_namespace", args.controller_namespace.clone()),
+            ("controller_pod", pod.to_string()),
+            ("host", split.host.clone()),
+            ("ingress", split.route.clone()),
+            ("method", "GET".into()),
+            ("namespace", split.namespace.clone()),
+            ("path", split.path.clone()),
+            // the main Ingress's backend, for canary requests too (monitor.lua)
+            ("service", split.backends[0].service.clone()),
+            ("status", status.to_string()),
+        ]
+    };
+    s.sort();
+    s
+}
+
+/// Records `count` requests of one backend, answered as its version behaves; returns how many failed.
+fn send(
+    args: &Args,
+    stores: &Stores,
+    st: &mut State,
+    split: &Split,
+    backend: usize,
+    count: u64,
+    pods: &[String],
+) -> u64 {
+    let svc = &split.backends[backend].service;
+    let b = behaviour_of_service(stores, &split.namespace, svc);
+    let errors = take_whole(
+        &mut st.carry,
+        &format!("err {}/{svc}", split.namespace),
+        count as f64 * b.error_percent / 100.0,
+    )
+    .min(count);
+    let latency = if args.gateway_api {
+        b.latency_ms as f64
+    } else {
+        b.latency_ms as f64 / 1000.0
+    };
+    for i in 0..count {
+        let status = if i < errors { 503 } else { 200 };
+        let pod = pods[st.round_robin % pods.len()].clone();
+        st.round_robin = st.round_robin.wrapping_add(1);
+        let series = series(args, split, backend, status, &pod);
+        record(
+            st.pods.entry(pod).or_default(),
+            series,
+            latency,
+            args.buckets(),
+        );
+    }
+    errors
+}
+
+/// One tick of synthetic traffic through every routed host and path.
+fn traffic_tick(args: &Args, stores: &Stores, state: &Mutex<State>) {
+    let pods = ready_controller_pods(stores);
+    if pods.is_empty() {
+        return;
+    }
+    let splits = splits(args, stores);
+    let Ok(mut st) = state.lock() else { return };
+    let per_tick = f64::from(args.rps) * TICK.as_secs_f64();
+    for split in &splits {
+        let key = split.key();
+        let n = take_whole(&mut st.carry, &format!("req {key}"), per_tick);
+        let counts = shares(&mut st.carry, &key, split, n);
+        for (backend, count) in counts.into_iter().enumerate() {
+            send(args, stores, &mut st, split, backend, count, &pods);
+        }
+    }
+}
+
+/// One real request through the gateway (e.g. the load tester's `hey`): routed by its Host header
+/// as the synthetic traffic is, recorded the same way; returns the status and the latency.
+fn through_gateway(
+    args: &Args,
+    stores: &Stores,
+    state: &Mutex<State>,
+    host: &str,
+) -> Option<(u16, u64)> {
+    let pods = ready_controller_pods(stores);
+    let host = host.split(':').next().unwrap_or(host);
+    let split = splits(args, stores)
+        .into_iter()
+        .find(|s| s.host == host || s.host.is_empty())?;
+    if pods.is_empty() {
+        return None;
+    }
+    let mut st = state.lock().ok()?;
+    let key = format!("live {}", split.key());
+    let counts = shares(&mut st.carry, &key, &split, 1);
+    let backend = counts.iter().position(|c| *c > 0)?;
+    let latency =
+        behaviour_of_service(stores, &split.namespace, &split.backends[backend].service).latency_ms;
+    let failed = send(args, stores, &mut st, &split, backend, 1, &pods) > 0;
+    Some((if failed { 503 } else { 200 }, latency))
 }
 
 fn ready_controller_pods(stores: &Stores) -> Vec<String> {
@@ -462,20 +694,12 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn labels(s: &Series, consts: &[(&str, &str)], extra: Option<(&str, &str)>) -> String {
-    let mut pairs: Vec<(&str, &str)> = vec![
-        ("canary", &s.canary),
-        ("host", &s.host),
-        ("ingress", &s.ingress),
-        ("method", &s.method),
-        ("namespace", &s.namespace),
-        ("path", &s.path),
-        ("service", &s.service),
-        ("status", &s.status),
-    ];
-    pairs.extend_from_slice(consts);
-    pairs.extend(extra);
-    pairs.sort();
+fn labels(s: &Series, le: Option<&str>) -> String {
+    let mut pairs: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Some(le) = le {
+        pairs.push(("le", le));
+        pairs.sort();
+    }
     let body: Vec<String> = pairs
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
@@ -483,48 +707,49 @@ fn labels(s: &Series, consts: &[(&str, &str)], extra: Option<(&str, &str)>) -> S
     format!("{{{}}}", body.join(","))
 }
 
-/// The text exposition of one controller pod's request series.
+/// The text exposition of one data-plane pod's request series.
 fn exposition(args: &Args, state: &State, pod: &str) -> String {
     let mut out = String::new();
-    let consts = [
-        ("controller_class", args.controller_class.as_str()),
-        ("controller_namespace", args.controller_namespace.as_str()),
-        ("controller_pod", pod),
-    ];
     let empty = PodMetrics::default();
     let pm = state.pods.get(pod).unwrap_or(&empty);
-    out.push_str("# HELP nginx_ingress_controller_requests The total number of client requests\n");
-    out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
+    let (requests, requests_help, duration, duration_help) = if args.gateway_api {
+        (
+            "istio_requests_total",
+            "Total requests",
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+        )
+    } else {
+        (
+            "nginx_ingress_controller_requests",
+            "The total number of client requests",
+            "nginx_ingress_controller_request_duration_seconds",
+            "The request processing time in milliseconds",
+        )
+    };
+    let _ = writeln!(out, "# HELP {requests} {requests_help}");
+    let _ = writeln!(out, "# TYPE {requests} counter");
     for (s, n) in &pm.requests {
-        let _ = writeln!(
-            out,
-            "nginx_ingress_controller_requests{} {n}",
-            labels(s, &consts, None)
-        );
+        let _ = writeln!(out, "{requests}{} {n}", labels(s, None));
     }
-    let name = "nginx_ingress_controller_request_duration_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {name} The request processing time in milliseconds"
-    );
-    let _ = writeln!(out, "# TYPE {name} histogram");
+    let _ = writeln!(out, "# HELP {duration} {duration_help}");
+    let _ = writeln!(out, "# TYPE {duration} histogram");
     for (s, h) in &pm.durations {
-        for (i, le) in BUCKETS.iter().enumerate() {
+        for (le, n) in args.buckets().iter().zip(&h.buckets) {
             let _ = writeln!(
                 out,
-                "{name}_bucket{} {}",
-                labels(s, &consts, Some(("le", &le.to_string()))),
-                h.buckets[i]
+                "{duration}_bucket{} {n}",
+                labels(s, Some(&le.to_string()))
             );
         }
         let _ = writeln!(
             out,
-            "{name}_bucket{} {}",
-            labels(s, &consts, Some(("le", "+Inf"))),
+            "{duration}_bucket{} {}",
+            labels(s, Some("+Inf")),
             h.count
         );
-        let _ = writeln!(out, "{name}_sum{} {}", labels(s, &consts, None), h.sum);
-        let _ = writeln!(out, "{name}_count{} {}", labels(s, &consts, None), h.count);
+        let _ = writeln!(out, "{duration}_sum{} {}", labels(s, None), h.sum);
+        let _ = writeln!(out, "{duration}_count{} {}", labels(s, None), h.count);
     }
     out
 }
@@ -532,14 +757,23 @@ fn exposition(args: &Args, state: &State, pod: &str) -> String {
 /// What answers on one address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Role {
-    Metrics { pod: String },
-    App { namespace: String, service: String },
-    Forward { to_port: u16 },
+    Metrics {
+        pod: String,
+    },
+    App {
+        namespace: String,
+        service: String,
+    },
+    Forward {
+        to_port: u16,
+    },
     Admission,
+    /// The gateway Service's listener port (`--gateway-api`): routed by Host.
+    Gateway,
 }
 
-/// Reads one HTTP request's head (enough to route it) and returns its path.
-async fn read_head(conn: &mut TcpStream) -> Option<String> {
+/// Reads one HTTP request's head (enough to route it) and returns its path and Host header.
+async fn read_head(conn: &mut TcpStream) -> Option<(String, String)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -550,7 +784,15 @@ async fn read_head(conn: &mut TcpStream) -> Option<String> {
         buf.extend_from_slice(&chunk[..n]);
     }
     let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace().nth(1).map(str::to_string)
+    let path = head.split_whitespace().nth(1)?.to_string();
+    let host = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Some((path, host))
 }
 
 async fn respond(conn: &mut TcpStream, code: u16, content_type: &str, body: &str) {
@@ -691,10 +933,10 @@ async fn serve(
                     }
                 }
                 Role::Metrics { pod } => {
-                    let Some(path) = read_head(&mut conn).await else {
+                    let Some((path, _)) = read_head(&mut conn).await else {
                         return;
                     };
-                    if path != "/metrics" {
+                    if path != args.metrics_path() {
                         respond(&mut conn, 404, "text/plain", "not found\n").await;
                         return;
                     }
@@ -722,6 +964,19 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(b.latency_ms)).await;
                     let code = if fail { 503 } else { 200 };
                     respond(&mut conn, code, "text/plain", &format!("{service}\n")).await;
+                }
+                Role::Gateway => {
+                    let Some((_, host)) = read_head(&mut conn).await else {
+                        return;
+                    };
+                    match through_gateway(&args, &stores, &state, &host) {
+                        Some((code, latency_ms)) => {
+                            tokio::time::sleep(Duration::from_millis(latency_ms)).await;
+                            respond(&mut conn, code, "text/plain", "\n").await;
+                        }
+                        // Istio answers 404 when no route matches the host
+                        None => respond(&mut conn, 404, "text/plain", "not found\n").await,
+                    }
                 }
             }
         });
@@ -770,13 +1025,12 @@ fn desired(args: &Args, stores: &Stores) -> Desired {
     let mut ips = HashSet::new();
     let mut listeners = BTreeSet::new();
     let mut hosts = Vec::new();
-    let app_services: HashSet<(String, String)> = stores
-        .ingresses
-        .state()
-        .iter()
-        .filter(|i| of_our_class(i, &args.ingress_class))
-        .flat_map(|i| routes(i))
-        .map(|r| (r.namespace, r.service))
+    let app_services: HashSet<(String, String)> = splits(args, stores)
+        .into_iter()
+        .flat_map(|s| {
+            let ns = s.namespace;
+            s.backends.into_iter().map(move |b| (ns.clone(), b.service))
+        })
         .collect();
     let mut services = stores.services.state();
     services.sort_by_key(|s| (s.namespace(), s.name_any()));
@@ -812,7 +1066,15 @@ fn desired(args: &Args, stores: &Stores) -> Desired {
                 continue;
             };
             let addr = SocketAddr::new(ip, p);
-            if ns == args.controller_namespace && name == args.admission_service {
+            let is_gateway = args.gateway_api
+                && ns == args.controller_namespace
+                && svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+            if is_gateway {
+                // Istio's status port is not a listener
+                if p != 15021 {
+                    listeners.insert((addr, Role::Gateway));
+                }
+            } else if ns == args.controller_namespace && name == args.admission_service {
                 listeners.insert((addr, Role::Admission));
             } else if is_app {
                 let role = Role::App {
@@ -906,22 +1168,36 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Arc::new(Args::parse());
-    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let config = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = Client::try_from(config)?;
+    let client = gridos_testenv_standins::client(&args.kubeconfig).await?;
     // fail early with a clear message when the API is not there
     Api::<Service>::all(client.clone())
         .list(&ListParams::default().limit(1))
         .await
         .context("listing Services")?;
+    let (group, version, kind) = HTTPROUTE;
+    let route_resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let routes = if args.gateway_api {
+        spawn_reflector(
+            Api::<DynamicObject>::all_with(client.clone(), &route_resource),
+            Default::default(),
+            route_resource,
+        )
+    } else {
+        reflector::store::Writer::new(route_resource).as_reader()
+    };
     let stores = Arc::new(Stores {
-        ingresses: spawn_reflector(Api::<Ingress>::all(client.clone()), Default::default()),
-        services: spawn_reflector(Api::<Service>::all(client.clone()), Default::default()),
-        deployments: spawn_reflector(Api::<Deployment>::all(client.clone()), Default::default()),
+        ingresses: spawn_reflector(Api::<Ingress>::all(client.clone()), Default::default(), ()),
+        routes,
+        services: spawn_reflector(Api::<Service>::all(client.clone()), Default::default(), ()),
+        deployments: spawn_reflector(
+            Api::<Deployment>::all(client.clone()),
+            Default::default(),
+            (),
+        ),
         pods: spawn_reflector(
             Api::<Pod>::namespaced(client.clone(), &args.controller_namespace),
             watcher::Config::default().labels(&args.controller_selector),
+            (),
         ),
     });
     let state = Arc::new(Mutex::new(State::default()));
@@ -1003,6 +1279,36 @@ mod tests {
             behaviour_of_image("localhost:5000/gridos").error_percent,
             0.0
         );
+    }
+
+    #[test]
+    fn weights_split_exactly() {
+        let split = Split {
+            namespace: "gridos".into(),
+            route: "gridos".into(),
+            host: "app.example.com".into(),
+            path: "/".into(),
+            backends: vec![
+                Backend {
+                    service: "gridos-primary".into(),
+                    port: "80".into(),
+                    weight: 90.0,
+                },
+                Backend {
+                    service: "gridos-canary".into(),
+                    port: "80".into(),
+                    weight: 10.0,
+                },
+            ],
+        };
+        let mut c = HashMap::new();
+        let mut got = [0u64; 2];
+        for _ in 0..100 {
+            let s = shares(&mut c, "k", &split, 10);
+            got[0] += s[0];
+            got[1] += s[1];
+        }
+        assert_eq!(got, [900, 100]);
     }
 
     #[test]
