@@ -80,6 +80,7 @@ pub async fn execute(
         applied_ahead: BTreeMap::new(),
         applied_gateway: None,
     };
+    run.namespaces_gone().await?;
     run.authorize().await?;
     let pending = run.foundation().await?;
     run.establish(&pending).await?;
@@ -106,6 +107,36 @@ fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject) -> Option<T> {
 }
 
 impl Execution<'_, '_, '_> {
+    /// Waits until the rendered namespaces that were being deleted are gone, before any check or
+    /// write that would meet them (see `Plan::terminating`).
+    async fn namespaces_gone(&mut self) -> Result<(), Error> {
+        if self.plan.terminating.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let names = self.plan.terminating.clone();
+        for n in &names {
+            self.ctx.notice(format!(
+                "namespace {n} is still being deleted (a prune or uninstall just before): waiting for it to go"
+            ));
+        }
+        let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
+        let interrupt = self.ctx.interrupt.clone();
+        interrupt
+            .guard(async {
+                try_join_all(
+                    names
+                        .iter()
+                        .map(|n| wait::namespace_gone(&client, n, deadline)),
+                )
+                .await
+                .map_err(Error::from)
+            })
+            .await?;
+        self.ctx.timings.add(Phase::Wait, t);
+        Ok(())
+    }
+
     /// Refused here, a user without the rights leaves the cluster untouched; then the record is
     /// widened, the run's first write.
     async fn authorize(&mut self) -> Result<(), Error> {

@@ -58,6 +58,9 @@ pub struct Summary {
     pub internal: bool,
     pub objects: Vec<ObjectResult>,
     pub notices: Vec<String>,
+    /// A switch of traffic layer: what goes, what comes, and what the user changes after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
     /// The Helm releases taken over (in a plan: to be taken over), and what that does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adoption: Option<crate::adopt::Plan>,
@@ -95,6 +98,7 @@ impl Summary {
             internal: plan.internal(),
             objects,
             notices: plan.notices.clone(),
+            switch: plan.switch.clone(),
             adoption: (!plan.adoption.is_empty()).then(|| plan.adoption.clone()),
             values: plan.values.clone(),
             durations: Durations {

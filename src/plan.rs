@@ -157,6 +157,10 @@ pub struct Plan {
     pub adopting: bool,
     /// The run lock, when this plan was made under it (an install that will write).
     pub lock: Option<crate::lock::RunLock>,
+    /// Rendered namespaces still being deleted: execute waits for them to go before writing.
+    pub terminating: Vec<String>,
+    /// When the run switches traffic layer: what that does and what the user changes after it.
+    pub switch: Option<String>,
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
@@ -216,7 +220,9 @@ pub async fn gather(
         .cloned()
         .collect();
     let stale = applyset::stale(&before, &after);
-    notices.extend(switch_notice(&values, &stale));
+    let switch = switch_notice(&values, &stale);
+    notices.extend(switch.clone());
+    let terminating = terminating_namespaces(&client, &objects, deadline).await?;
     Ok(Plan {
         values,
         cluster,
@@ -232,7 +238,45 @@ pub async fn gather(
         adoption: crate::adopt::Plan::default(),
         adopting: false,
         lock: None,
+        terminating,
+        switch,
     })
+}
+
+/// The rendered namespaces that are being deleted (a prune or uninstall moments ago, e.g. a layer
+/// switched there and back): nothing can be created in them until they are gone, and the API
+/// server answers such writes with Forbidden, which must not read as missing permissions.
+async fn terminating_namespaces(
+    client: &Client,
+    objects: &[Object],
+    deadline: Option<Instant>,
+) -> Result<Vec<String>, Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<&str> = objects
+        .iter()
+        .filter(|o| o.kind() == "Namespace")
+        .map(Object::name)
+        .collect();
+    let found = futures::future::try_join_all(names.iter().map(|n| {
+        let api = api.clone();
+        async move {
+            with_retry(&format!("reading namespace {n}"), deadline, || {
+                api.get_opt(n)
+            })
+            .await
+            .map_err(|e| Error::Api {
+                context: format!("reading namespace {n}"),
+                source: e,
+            })
+        }
+    }))
+    .await?;
+    Ok(found
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_some())
+        .filter_map(|ns| ns.metadata.name)
+        .collect())
 }
 
 /// Whether a run that prunes `stale` replaces the other traffic layer: the record holds a member
@@ -403,6 +447,13 @@ impl Plan {
             return Ok((Outcome::Created, rendered));
         }
         let client = self.client();
+        // In (or being) a namespace that is going away, everything is created anew.
+        let terminating = |n: &str| self.terminating.iter().any(|t| t == n);
+        if o.namespace().is_some_and(terminating)
+            || (o.kind() == "Namespace" && terminating(o.name()))
+        {
+            return Ok((Outcome::Created, rendered));
+        }
         let Some(api) = self
             .resolver
             .api_for(client, o.api_version(), o.kind(), o.namespace())

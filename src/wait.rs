@@ -7,7 +7,7 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
@@ -137,6 +137,53 @@ where
     match tokio::time::timeout_at(deadline, find).await {
         Ok(r) => r,
         Err(_) => Ok(None),
+    }
+}
+
+/// Waits until the namespace is deleted (not found); on timeout names what still holds it.
+pub async fn namespace_gone(
+    client: &Client,
+    name: &str,
+    deadline: Instant,
+) -> Result<(), WaitError> {
+    let what = format!("namespace {name} to finish deleting");
+    let api: Api<Namespace> = Api::all(client.clone());
+    // Watched, not polled: the condition sees the namespace vanish (None) on its delete event.
+    let gone = async {
+        kube::runtime::wait::await_condition(api.clone(), name, |ns: Option<&Namespace>| {
+            ns.is_none()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| WaitError::Failed {
+            what: what.clone(),
+            reason: e.to_string(),
+        })
+    };
+    match tokio::time::timeout_at(deadline, gone).await {
+        Ok(r) => r,
+        Err(_) => {
+            let reason = match api.get_opt(name).await {
+                Ok(Some(ns)) => ns
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.status == "True")
+                    .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                _ => String::new(),
+            };
+            Err(WaitError::Timeout {
+                what,
+                reason: if reason.is_empty() {
+                    "it is still Terminating".into()
+                } else {
+                    reason
+                },
+            })
+        }
     }
 }
 
