@@ -298,19 +298,25 @@ fn switch_notice(values: &Values, stale: &[Stale]) -> Option<String> {
         profile::Front::Appgw => "the Application Gateway's backend pool",
         profile::Front::Frontdoor => "the Front Door origin",
     };
+    let pinned = if render::stable_address_annotations(values).is_empty() {
+        ""
+    } else {
+        "; the address is pinned (publicIpName/privateIp) and the old load balancer holds it until the new one is up, \
+         so the new one cannot get it: run the switch without the pin, then pin the new address"
+    };
     Some(match values.traffic.layer {
         TrafficLayer::GatewayApi => format!(
             "switching the traffic layer from ingress-nginx to the Gateway API: the Gateway {}/{} is created and waited \
              for (Programmed, with its address) before ingress-nginx is removed at the end of this run; the Gateway's \
              load balancer has a new address, so point {front} at it (guidance below); the app's Ingress gridos is no \
-             longer used (Flagger routes through the HTTPRoute gridos)",
+             longer used (Flagger routes through the HTTPRoute gridos){pinned}",
             values.namespaces.gateway, values.gateway.name
         ),
         TrafficLayer::IngressNginx => format!(
             "switching the traffic layer from the Gateway API back to ingress-nginx: the controller is installed and its \
              load-balancer address waited for before the Gateway is removed at the end of this run; point {front} at the \
              controller's address (guidance below), deploy the app with its Ingress gridos again (ingress.enabled=true), \
-             and delete Flagger's leftover HTTPRoute (kubectl delete httproute gridos -n {})",
+             and delete Flagger's leftover HTTPRoute (kubectl delete httproute gridos -n {}){pinned}",
             values.namespaces.app
         ),
     })
