@@ -423,9 +423,12 @@ fn print_summary(
         }
         OutputFormat::Text => {
             let mut text = String::new();
-            if list_objects {
+            // A switch of traffic layer lists what comes and what goes, even without --show-objects.
+            if list_objects || summary.switch.is_some() {
                 for o in &summary.objects {
-                    text.push_str(&format!("{} {}\n", o.id, o.result.as_str()));
+                    if list_objects || o.result != Outcome::Unchanged {
+                        text.push_str(&format!("{} {}\n", o.id, o.result.as_str()));
+                    }
                 }
             }
             let verb = if summary.dry_run { "would be " } else { "" };
@@ -441,13 +444,20 @@ fn print_summary(
                 text.push_str(&line);
                 text.push('\n');
             }
+            if let Some(s) = &summary.switch {
+                text.push_str(&format!("note: {s}\n"));
+            }
             if let Some(a) = &summary.address {
                 let scope = if summary.internal {
                     "internal"
                 } else {
                     "public"
                 };
-                text.push_str(&format!("Ingress address ({scope}): {a}\n"));
+                let what = match summary.values.traffic.layer {
+                    profile::TrafficLayer::GatewayApi => "Gateway",
+                    profile::TrafficLayer::IngressNginx => "Ingress",
+                };
+                text.push_str(&format!("{what} address ({scope}): {a}\n"));
             }
             if let Some(g) = &guidance {
                 text.push('\n');

@@ -20,6 +20,7 @@ use crate::context::{Phase, RunContext};
 use crate::error::Error;
 use crate::permissions;
 use crate::plan::{CONTROLLER_SERVICE, Plan, component_of};
+use crate::profile::TrafficLayer;
 use crate::progress::{Event, State};
 use crate::render::{Object, Wave};
 use crate::wait;
@@ -51,6 +52,8 @@ struct Execution<'p, 'c, 'r> {
     results: Vec<ObjectResult>,
     /// Objects already applied ahead of their wave (a re-run applies everything at once).
     applied_ahead: BTreeMap<String, DynamicObject>,
+    /// The Gateway as applied (Gateway API layer), whose status may already say Programmed.
+    applied_gateway: Option<DynamicObject>,
 }
 
 /// A Deployment still rolling out: (component, namespace, name).
@@ -75,7 +78,9 @@ pub async fn execute(
         ctx,
         results: Vec::new(),
         applied_ahead: BTreeMap::new(),
+        applied_gateway: None,
     };
+    run.namespaces_gone().await?;
     run.authorize().await?;
     let pending = run.foundation().await?;
     run.establish(&pending).await?;
@@ -102,6 +107,36 @@ fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject) -> Option<T> {
 }
 
 impl Execution<'_, '_, '_> {
+    /// Waits until the rendered namespaces that were being deleted are gone, before any check or
+    /// write that would meet them (see `Plan::terminating`).
+    async fn namespaces_gone(&mut self) -> Result<(), Error> {
+        if self.plan.terminating.is_empty() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let names = self.plan.terminating.clone();
+        for n in &names {
+            self.ctx.notice(format!(
+                "namespace {n} is still being deleted (a prune or uninstall just before): waiting for it to go"
+            ));
+        }
+        let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
+        let interrupt = self.ctx.interrupt.clone();
+        interrupt
+            .guard(async {
+                try_join_all(
+                    names
+                        .iter()
+                        .map(|n| wait::namespace_gone(&client, n, deadline)),
+                )
+                .await
+                .map_err(Error::from)
+            })
+            .await?;
+        self.ctx.timings.add(Phase::Wait, t);
+        Ok(())
+    }
+
     /// Refused here, a user without the rights leaves the cluster untouched; then the record is
     /// widened, the run's first write.
     async fn authorize(&mut self) -> Result<(), Error> {
@@ -259,7 +294,13 @@ impl Execution<'_, '_, '_> {
     async fn admission_and_custom(&mut self) -> Result<(), Error> {
         let t = Instant::now();
         self.apply_wave(&self.plan.wave(Wave::Admission)).await?;
-        self.apply_wave(&self.plan.wave(Wave::Custom)).await?;
+        let custom = self.plan.wave(Wave::Custom);
+        let applied = self.apply_wave(&custom).await?;
+        self.applied_gateway = custom
+            .iter()
+            .zip(applied)
+            .find(|(o, _)| o.kind() == "Gateway")
+            .map(|(_, a)| a);
         self.ctx.timings.add(Phase::Apply, t);
         Ok(())
     }
@@ -267,11 +308,16 @@ impl Execution<'_, '_, '_> {
     /// The controller's load-balancer address: as applied, or waited for (not with `--no-wait`).
     /// After a switch between public and internal the old address does not count.
     async fn address(&mut self, service: Option<&Service>) -> Result<Option<String>, Error> {
+        if self.plan.values.traffic.layer == TrafficLayer::GatewayApi {
+            return self.gateway_address().await;
+        }
         let stale = self.plan.stale_address();
         let known = service
             .and_then(wait::service_address)
             .filter(|a| Some(a) != stale.as_ref());
-        if known.is_some() || !self.wait {
+        // A switch of layer prunes the other layer next: only once this one has its address,
+        // even with --no-wait, so there is no moment without either.
+        if known.is_some() || (!self.wait && !self.plan.layer_switch()) {
             return Ok(known);
         }
         let t = Instant::now();
@@ -307,6 +353,57 @@ impl Execution<'_, '_, '_> {
             Err(e) => {
                 self.ctx
                     .finished("ingress-nginx", State::Failed, e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The Gateway's address once it is Programmed: as applied, or waited for (not with
+    /// `--no-wait`, unless the run switches layers and prunes the other one next).
+    async fn gateway_address(&mut self) -> Result<Option<String>, Error> {
+        let v = &self.plan.values;
+        let (ns, name) = (v.namespaces.gateway.clone(), v.gateway.name.clone());
+        let service = crate::render::gateway_service_name(v);
+        let stale = self.plan.stale_address();
+        let applied = self
+            .applied_gateway
+            .as_ref()
+            .filter(|gw| wait::gateway_is_programmed(gw))
+            .and_then(wait::gateway_address)
+            .filter(|a| Some(a) != stale.as_ref());
+        if applied.is_some() || (!self.wait && !self.plan.layer_switch()) {
+            return Ok(applied);
+        }
+        let t = Instant::now();
+        self.ctx.running(
+            "gateway",
+            format!("waiting for Gateway {ns}/{name} to be Programmed with an address"),
+        );
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = seen.clone();
+        let on_event = move |reason: &str, message: &str| {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{reason}: {message}"));
+        };
+        let (client, deadline) = (&self.ctx.client, self.ctx.deadline);
+        let programmed =
+            wait::gateway_programmed(client, &ns, &name, &service, stale, deadline, on_event);
+        let result = self
+            .ctx
+            .interrupt
+            .guard(async { Ok::<_, Error>(programmed.await) })
+            .await?;
+        for line in seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            self.ctx.notice(format!("Gateway {ns}/{name}: {line}"));
+        }
+        match result {
+            Ok((_, a)) => {
+                self.ctx.timings.add(Phase::Wait, t);
+                Ok(Some(a))
+            }
+            Err(e) => {
+                self.ctx.finished("gateway", State::Failed, e.to_string());
                 Err(e.into())
             }
         }

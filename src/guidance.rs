@@ -12,8 +12,48 @@
 
 use serde::Serialize;
 
-use crate::profile::{self, Front, OriginProtocol, Values};
+use crate::profile::{self, Front, OriginProtocol, TrafficLayer, Values};
 use crate::render;
+
+/// What carries the traffic for the guidance's words and commands: the ingress controller's
+/// Service, or the Service AKS makes for the Gateway.
+struct Target {
+    /// "the ingress controller" or "the Gateway".
+    what: &'static str,
+    /// The load-balancer Service's namespace and name.
+    ns: String,
+    service: String,
+    gateway: bool,
+}
+
+fn target(v: &Values) -> Target {
+    let gateway = v.traffic.layer == TrafficLayer::GatewayApi;
+    let (ns, service) = crate::plan::traffic_service(v);
+    Target {
+        what: if gateway {
+            "the Gateway"
+        } else {
+            "the ingress controller"
+        },
+        ns,
+        service,
+        gateway,
+    }
+}
+
+/// ` --traffic gateway-api` for the install commands the guidance prints, when that is the layer.
+fn traffic_flag(v: &Values) -> &'static str {
+    if v.traffic.layer == TrafficLayer::GatewayApi {
+        " --traffic gateway-api"
+    } else {
+        ""
+    }
+}
+
+/// The Istio gateway's readiness endpoint on its status port (istio kube-gateway template: the
+/// pods' readiness and startup probes), which the Application Gateway probe asks instead of the
+/// app: it answers 200 whenever the gateway can serve.
+const GATEWAY_READY_PATH: &str = "/healthz/ready";
 
 /// What the user must do after install, for people (text) and pipelines (JSON).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -118,11 +158,20 @@ pub fn guidance(input: &GuidanceInput) -> Guidance {
         warnings: Vec::new(),
     };
     if input.address.is_none() {
-        g.warnings.push(format!(
-            "The ingress controller has no load-balancer address yet; commands show {ADDRESS_PENDING}. \
-             Run `gridos-setup status` (or `kubectl get service ingress-nginx-controller -n {}`) once Azure has assigned it.",
-            v.namespaces.ingress
-        ));
+        let t = target(v);
+        if t.gateway {
+            g.warnings.push(format!(
+                "The Gateway has no address yet; commands show {ADDRESS_PENDING}. Run `gridos-setup status` (or \
+                 `kubectl get gateway {} -n {}`) once it is Programmed.",
+                v.gateway.name, t.ns
+            ));
+        } else {
+            g.warnings.push(format!(
+                "The ingress controller has no load-balancer address yet; commands show {ADDRESS_PENDING}. \
+                 Run `gridos-setup status` (or `kubectl get service ingress-nginx-controller -n {}`) once Azure has assigned it.",
+                v.namespaces.ingress
+            ));
+        }
     }
     match v.front {
         Front::Nginx => nginx_front(&mut g, v, address, input),
@@ -140,14 +189,15 @@ fn nginx_front(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceInpu
         name: v.host.clone(),
         value: address.into(),
         note: Some(format!(
-            "the ingress controller's public load-balancer address; {}",
+            "{}'s public load-balancer address; {}",
+            target(v).what,
             relative_note(&v.host, input.dns_zone)
         )),
     });
     if input.az_available {
         g.next_steps.push(a_record_step(
             v,
-            "Point the A record at the ingress controller",
+            &format!("Point the A record at {}", target(v).what),
             address,
             input.dns_zone,
         ));
@@ -203,6 +253,13 @@ fn frontdoor_front(g: &mut Guidance, v: &Values, address: &str, input: &Guidance
             "frontDoor.originProtocol=http: Front Door forwards user traffic to the public origin {address} in plain \
              HTTP, readable on the way between the edge and AKS. Drop the setting for HTTPS, or use Private Link."
         ));
+    } else if !profile::origin_https(v) && !v.front_door.private_link {
+        g.warnings.push(format!(
+            "Front Door forwards user traffic to the public origin {address} in plain HTTP, readable on the way between \
+             the edge and AKS: the Gateway has no HTTPS listener. Create a kubernetes.io/tls Secret for {} from a publicly \
+             trusted CA in {} and set gateway.tls.secretName to its name, or use Private Link.",
+            v.host, v.namespaces.gateway
+        ));
     }
     g.next_steps.extend(frontdoor_steps(v, address, input));
 }
@@ -239,7 +296,10 @@ fn shared_advice(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceIn
     }
     g.next_steps.extend(app_steps(v));
     g.next_steps.extend(grafana_step(v));
-    g.warnings.push(RETIREMENT_WARNING.into());
+    // The Gateway API path is the way off ingress-nginx: no retirement notice there.
+    if !target(v).gateway {
+        g.warnings.push(RETIREMENT_WARNING.into());
+    }
 }
 
 /// One A record whose address replaces whatever the record set held, for `--apply-dns`.
@@ -503,8 +563,8 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
     steps.push(waf_policy_step());
     steps.push(appgw_subnet_step());
     steps.push(appgw_create_step(address));
-    steps.extend(appgw_backend_steps(host, address));
-    steps.extend(appgw_listener_steps(host));
+    steps.extend(appgw_backend_steps(v, address));
+    steps.extend(appgw_listener_steps(host, target(v).gateway));
     steps.push(appgw_a_record_step(v, input));
     steps
 }
@@ -670,29 +730,90 @@ fn appgw_create_step(address: &str) -> Step {
 }
 
 /// The backend: pool, health probe and HTTP settings toward the ingress controller.
-fn appgw_backend_steps(host: &str, address: &str) -> Vec<Step> {
-    vec![
+fn appgw_backend_steps(v: &Values, address: &str) -> Vec<Step> {
+    let host = v.host.as_str();
+    let t = target(v);
+    let probe = if t.gateway {
+        let port = render::GATEWAY_STATUS_PORT.to_string();
         Step {
-            title: format!("Put the ingress controller's private address {address} in the backend pool"),
-            commands: vec![
-                guarded_words(gw_args("address-pool", "show", POOL, &[]), gw_args("address-pool", "create", POOL, &["--servers", address])),
-                sh_words(gw_args("address-pool", "update", POOL, &["--servers", address])),
-            ],
-            note: Some("the internal load balancer's address in the cluster's VNet; the update keeps the pool on the current address".into()),
-        },
+            title: "Probe the Gateway's readiness, not the app".into(),
+            commands: vec![guarded_words(
+                gw_args("probe", "show", PROBE, &[]),
+                gw_args(
+                    "probe",
+                    "create",
+                    PROBE,
+                    &[
+                        "--protocol",
+                        "Http",
+                        "--host",
+                        APPGW_PROBE_HOST,
+                        "--port",
+                        &port,
+                        "--path",
+                        GATEWAY_READY_PATH,
+                        "--interval",
+                        "30",
+                        "--timeout",
+                        "30",
+                        "--threshold",
+                        "3",
+                        "--match-status-codes",
+                        "200-399",
+                    ],
+                ),
+            )],
+            note: Some(format!(
+                "an Istio gateway answers 404 on port 80 for any host without a route, and with Host {host} the probe would go \
+                 through Flagger's HTTPRoute split, so a failing canary could take the gateway's only backend down for everyone; \
+                 port {port} {GATEWAY_READY_PATH} is the gateway pods' own readiness endpoint (the Gateway's Service exposes the \
+                 status port)"
+            )),
+        }
+    } else {
         Step {
             title: "Probe the ingress controller itself, not the app".into(),
             commands: vec![guarded_words(
                 gw_args("probe", "show", PROBE, &[]),
-                gw_args("probe", "create", PROBE, &["--protocol", "Http", "--host", APPGW_PROBE_HOST, "--path", "/healthz",
-                  "--interval", "30", "--timeout", "30", "--threshold", "3", "--match-status-codes", "200-399"]),
+                gw_args(
+                    "probe",
+                    "create",
+                    PROBE,
+                    &[
+                        "--protocol",
+                        "Http",
+                        "--host",
+                        APPGW_PROBE_HOST,
+                        "--path",
+                        "/healthz",
+                        "--interval",
+                        "30",
+                        "--timeout",
+                        "30",
+                        "--threshold",
+                        "3",
+                        "--match-status-codes",
+                        "200-399",
+                    ],
+                ),
             )],
             note: Some(format!(
                 "Host {APPGW_PROBE_HOST} matches no Ingress, so ingress-nginx's default server answers /healthz; with Host {host} \
                  the probe would go through the app's Ingress and Flagger's split, and a failing canary could take the gateway's \
                  only backend down for everyone"
             )),
+        }
+    };
+    vec![
+        Step {
+            title: format!("Put {}'s private address {address} in the backend pool", t.what),
+            commands: vec![
+                guarded_words(gw_args("address-pool", "show", POOL, &[]), gw_args("address-pool", "create", POOL, &["--servers", address])),
+                sh_words(gw_args("address-pool", "update", POOL, &["--servers", address])),
+            ],
+            note: Some("the internal load balancer's address in the cluster's VNet; the update keeps the pool on the current address".into()),
         },
+        probe,
         Step {
             title: format!("Send traffic on port 80 with host name {host}"),
             commands: vec![guarded_words(
@@ -715,50 +836,161 @@ fn appgw_backend_steps(host: &str, address: &str) -> Vec<Step> {
                     ],
                 ),
             )],
-            note: Some(format!(
-                "the host name makes NGINX pick the app's Ingress for {host}; TLS ends at the gateway"
-            )),
+            note: Some(if t.gateway {
+                format!("the host name makes the Gateway pick Flagger's HTTPRoute for {host}; TLS ends at the Application Gateway")
+            } else {
+                format!("the host name makes NGINX pick the app's Ingress for {host}; TLS ends at the gateway")
+            }),
         },
     ]
 }
 
 /// The HTTPS listener, the X-Forwarded-For rewrite and the rule tying them to the backend.
-fn appgw_listener_steps(host: &str) -> Vec<Step> {
+fn appgw_listener_steps(host: &str, gateway: bool) -> Vec<Step> {
+    let reader = if gateway { "the app" } else { "nginx" };
     let (rg, gw) = (var(V_RG), var(V_GATEWAY));
     let (rg, gw) = (rg.as_str(), gw.as_str());
     vec![
         Step {
             title: format!("Add an HTTPS listener for {host} with your certificate"),
             commands: vec![
-                guarded_words(gw_args("frontend-port", "show", FRONTEND_PORT, &[]), gw_args("frontend-port", "create", FRONTEND_PORT, &["--port", "443"])),
-                guarded_words(gw_args("ssl-cert", "show", SSL_CERT, &[]), gw_args("ssl-cert", "create", SSL_CERT, &["--cert-file", "$CERT_PFX", "--cert-password", "$CERT_PASSWORD"])),
-                guarded_words(gw_args("http-listener", "show", LISTENER, &[]), gw_args("http-listener", "create", LISTENER, &["--frontend-port", FRONTEND_PORT,
-                  "--ssl-cert", SSL_CERT, "--host-name", host])),
+                guarded_words(
+                    gw_args("frontend-port", "show", FRONTEND_PORT, &[]),
+                    gw_args("frontend-port", "create", FRONTEND_PORT, &["--port", "443"]),
+                ),
+                guarded_words(
+                    gw_args("ssl-cert", "show", SSL_CERT, &[]),
+                    gw_args(
+                        "ssl-cert",
+                        "create",
+                        SSL_CERT,
+                        &[
+                            "--cert-file",
+                            "$CERT_PFX",
+                            "--cert-password",
+                            "$CERT_PASSWORD",
+                        ],
+                    ),
+                ),
+                guarded_words(
+                    gw_args("http-listener", "show", LISTENER, &[]),
+                    gw_args(
+                        "http-listener",
+                        "create",
+                        LISTENER,
+                        &[
+                            "--frontend-port",
+                            FRONTEND_PORT,
+                            "--ssl-cert",
+                            SSL_CERT,
+                            "--host-name",
+                            host,
+                        ],
+                    ),
+                ),
             ],
-            note: Some(format!("the PFX holds the certificate and key for {host} (a Key Vault certificate works too: ssl-cert create --key-vault-secret-id)")),
+            note: Some(format!(
+                "the PFX holds the certificate and key for {host} (a Key Vault certificate works too: ssl-cert create --key-vault-secret-id)"
+            )),
         },
         Step {
-            title: "Pass the client's address without its port, and route the listener to the pool".into(),
+            title: "Pass the client's address without its port, and route the listener to the pool"
+                .into(),
             commands: vec![
                 guarded(
-                    &["az", "network", "application-gateway", "rewrite-rule", "set", "show", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
-                    &["az", "network", "application-gateway", "rewrite-rule", "set", "create", "-g", rg, "--gateway-name", gw, "-n", REWRITE_SET],
+                    &[
+                        "az",
+                        "network",
+                        "application-gateway",
+                        "rewrite-rule",
+                        "set",
+                        "show",
+                        "-g",
+                        rg,
+                        "--gateway-name",
+                        gw,
+                        "-n",
+                        REWRITE_SET,
+                    ],
+                    &[
+                        "az",
+                        "network",
+                        "application-gateway",
+                        "rewrite-rule",
+                        "set",
+                        "create",
+                        "-g",
+                        rg,
+                        "--gateway-name",
+                        gw,
+                        "-n",
+                        REWRITE_SET,
+                    ],
                 ),
                 guarded(
-                    &["az", "network", "application-gateway", "rewrite-rule", "show", "-g", rg, "--gateway-name", gw,
-                      "--rule-set-name", REWRITE_SET, "-n", "strip-port"],
-                    &["az", "network", "application-gateway", "rewrite-rule", "create", "-g", rg, "--gateway-name", gw,
-                      "--rule-set-name", REWRITE_SET, "-n", "strip-port", "--sequence", "100",
-                      "--request-headers", "X-Forwarded-For={var_add_x_forwarded_for_proxy}"],
+                    &[
+                        "az",
+                        "network",
+                        "application-gateway",
+                        "rewrite-rule",
+                        "show",
+                        "-g",
+                        rg,
+                        "--gateway-name",
+                        gw,
+                        "--rule-set-name",
+                        REWRITE_SET,
+                        "-n",
+                        "strip-port",
+                    ],
+                    &[
+                        "az",
+                        "network",
+                        "application-gateway",
+                        "rewrite-rule",
+                        "create",
+                        "-g",
+                        rg,
+                        "--gateway-name",
+                        gw,
+                        "--rule-set-name",
+                        REWRITE_SET,
+                        "-n",
+                        "strip-port",
+                        "--sequence",
+                        "100",
+                        "--request-headers",
+                        "X-Forwarded-For={var_add_x_forwarded_for_proxy}",
+                    ],
                 ),
-                guarded_words(gw_args("rule", "show", RULE, &[]), gw_args("rule", "create", RULE, &["--http-listener", LISTENER, "--address-pool", POOL,
-                  "--http-settings", HTTP_SETTINGS, "--rule-type", "Basic", "--priority", "100", "--rewrite-rule-set", REWRITE_SET])),
+                guarded_words(
+                    gw_args("rule", "show", RULE, &[]),
+                    gw_args(
+                        "rule",
+                        "create",
+                        RULE,
+                        &[
+                            "--http-listener",
+                            LISTENER,
+                            "--address-pool",
+                            POOL,
+                            "--http-settings",
+                            HTTP_SETTINGS,
+                            "--rule-type",
+                            "Basic",
+                            "--priority",
+                            "100",
+                            "--rewrite-rule-set",
+                            REWRITE_SET,
+                        ],
+                    ),
+                ),
             ],
-            note: Some(
+            note: Some(format!(
                 "Application Gateway sends X-Forwarded-For as IP:port; the rewrite sets it to the server variable \
-                 add_x_forwarded_for_proxy (the same list without ports), which nginx reads as the client's address"
-                    .into(),
-            ),
+                 add_x_forwarded_for_proxy (the same list without ports), which {} reads as the client's address",
+                reader
+            )),
         },
     ]
 }
@@ -802,7 +1034,7 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     }
     let mut steps = vec![variables_step(&vars)];
     steps.push(afd_profile_step(private_link));
-    steps.push(afd_origin_group_step(host));
+    steps.push(afd_origin_group_step(v));
     steps.extend(afd_origin_steps(v, address));
     steps.push(afd_custom_domain_step(host, &domain));
     steps.push(afd_validation_step(v, input, &domain));
@@ -855,7 +1087,13 @@ fn afd_profile_step(private_link: bool) -> Step {
 }
 
 /// The origin group, without a probe (it has one origin).
-fn afd_origin_group_step(host: &str) -> Step {
+fn afd_origin_group_step(v: &Values) -> Step {
+    let host = v.host.as_str();
+    let split = if target(v).gateway {
+        "Flagger's HTTPRoute and its"
+    } else {
+        "the app's Ingress and Flagger's"
+    };
     Step {
         title: "Create the origin group (one origin, so no health probe)".into(),
         commands: vec![guarded_words(
@@ -880,7 +1118,7 @@ fn afd_origin_group_step(host: &str) -> Step {
             ),
         )],
         note: Some(format!(
-            "Front Door probes with the origin host header {host}, which would go through the app's Ingress and Flagger's \
+            "Front Door probes with the origin host header {host}, which would go through {split} \
              split; with a single origin there is nothing to fail over to, so the group has no probe"
         )),
     }
@@ -894,20 +1132,33 @@ fn afd_origin_steps(v: &Values, address: &str) -> Vec<Step> {
     if v.front_door.private_link {
         return afd_private_link_steps(v, address, origin, origin_show, origin_update);
     }
+    let t = target(v);
     vec![Step {
         title: format!(
-            "Add the ingress controller {address} as the origin with origin host header {host}"
+            "Add {} {address} as the origin with origin host header {host}",
+            t.what
         ),
         commands: vec![guarded_words(origin_show, origin), origin_update],
-        note: Some(if https {
-            format!(
+        note: Some(match (https, t.gateway) {
+            (true, false) => format!(
                 "Front Door connects over HTTPS and checks the origin's certificate against {host}: the app's Ingress must \
                  serve a certificate for {host} from a publicly trusted CA (a TLS Secret named in its spec.tls, e.g. from \
                  cert-manager or Key Vault); a self-signed one is refused"
-            )
-        } else {
-            "frontDoor.originProtocol=http: Front Door connects over plain HTTP (see the warning)"
-                .into()
+            ),
+            (true, true) => format!(
+                "Front Door connects over HTTPS and checks the origin's certificate against {host}: the Secret {} in {} \
+                 (gateway.tls.secretName), which the Gateway's https listener serves, must hold a certificate for {host} \
+                 from a publicly trusted CA; a self-signed one is refused",
+                v.gateway.tls.secret_name, t.ns
+            ),
+            (false, false) => {
+                "frontDoor.originProtocol=http: Front Door connects over plain HTTP (see the warning)"
+                    .into()
+            }
+            (false, true) => {
+                "Front Door connects over plain HTTP: the Gateway listens on 443 only with gateway.tls.secretName (see the warning)"
+                    .into()
+            }
         }),
     }]
 }
@@ -959,7 +1210,8 @@ fn afd_private_link_steps(
     origin_update: String,
 ) -> Vec<Step> {
     let host = v.host.as_str();
-    let ingress_ns = &v.namespaces.ingress;
+    let t = target(v);
+    let (ns, service) = (&t.ns, &t.service);
     let mut create = origin;
     create.extend(
         [
@@ -976,20 +1228,21 @@ fn afd_private_link_steps(
     );
     vec![
         Step {
-            title: "Find the Private Link service AKS created for the ingress controller".into(),
+            title: format!("Find the Private Link service AKS created for {}", t.what),
             commands: vec![
                 format!("NODE_RG=$({})", sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])),
                 format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "list", "-g", "$NODE_RG", "--query",
-                    "[?contains(name, 'ingress-nginx-controller')].id | [0]", "-o", "tsv"])),
+                    &format!("[?contains(name, '{service}')].id | [0]"), "-o", "tsv"])),
             ],
             note: Some(format!(
-                "the Service ingress-nginx-controller in {ingress_ns} carries azure-pls-create: \"true\"; AKS names the Private \
+                "the Service {service} in {ns} carries azure-pls-create: \"true\"; AKS names the Private \
                  Link service after it"
             )),
         },
         Step {
             title: format!(
-                "Add the ingress controller as a Private Link origin with origin host header {host}"
+                "Add {} as a Private Link origin with origin host header {host}",
+                t.what
             ),
             commands: vec![guarded_words(origin_show, create), origin_update],
             note: Some(format!(
@@ -1211,12 +1464,14 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
 fn afd_origin_check_step(v: &Values) -> Step {
     let host = v.host.as_str();
     let private_link = v.front_door.private_link;
-    let ingress_ns = &v.namespaces.ingress;
+    let t = target(v);
+    let ingress_ns = &t.ns;
+    let service = word(&t.service);
     if private_link {
         Step {
             title: "Check that the origin is private".into(),
             commands: vec![format!(
-                "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'",
+                "kubectl get service {service} -n {} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'",
                 word(ingress_ns)
             )],
             note: Some("the internal load balancer has no public IP; only approved private endpoints (Front Door's) reach it".into()),
@@ -1231,14 +1486,15 @@ fn afd_origin_check_step(v: &Values) -> Step {
             ))
         );
         let mut commands = vec![format!(
-            "kubectl get service ingress-nginx-controller -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
+            "kubectl get service {service} -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
             word(ingress_ns)
         )];
         if v.front_door.id.is_empty() {
             commands.push(format!(
-                "gridos-setup install --profile {} --host {} --set frontDoor.id={} --yes",
+                "gridos-setup install --profile {} --host {}{} --set frontDoor.id={} --yes",
                 word(&v.name),
                 word(host),
+                traffic_flag(v),
                 word(&fdid)
             ));
         }
@@ -1248,8 +1504,12 @@ fn afd_origin_check_step(v: &Values) -> Step {
             note: Some(format!(
                 "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every \
                  Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
-                 (az afd profile show --query frontDoorId). Snippets are disabled in this install (allow-snippet-annotations: \
-                 false), so do it in the app (e.g. a middleware that answers 403). {}",
+                 (az afd profile show --query frontDoorId). {}, so do it in the app (e.g. a middleware that answers 403). {}",
+                if t.gateway {
+                    "Flagger owns the HTTPRoute, so no header match can be added there"
+                } else {
+                    "Snippets are disabled in this install (allow-snippet-annotations: false)"
+                },
                 if v.front_door.id.is_empty() {
                     "Re-run install with frontDoor.id set (second command) so the load tester sends the header and the \
                      canary analysis measures requests that pass the lock"
@@ -1296,8 +1556,13 @@ fn real_client_ip_step(v: &Values) -> Option<Step> {
 
 fn unstable_address_warning(v: &Values, address: &str) -> String {
     let internal = v.ingress_controller.service.internal || v.front_door.private_link;
+    let what = if target(v).gateway {
+        "The Gateway's"
+    } else {
+        "The ingress controller's"
+    };
     format!(
-        "The ingress controller's address {address} is AKS-managed: it goes away with the Service (uninstall, a profile \
+        "{what} address {address} is AKS-managed: it goes away with the Service (uninstall, a profile \
          switch) and a new one comes back, while {} still points at the old one. Keep it stable with {} (step \"Keep the \
          address stable\").",
         match v.front {
@@ -1318,9 +1583,10 @@ fn stable_address_step(v: &Values) -> Step {
     let internal = v.ingress_controller.service.internal || v.front_door.private_link;
     let install = |set: &str| {
         format!(
-            "gridos-setup install --profile {} --host {} --set {} --yes",
+            "gridos-setup install --profile {} --host {}{} --set {} --yes",
             word(&v.name),
             word(&v.host),
+            traffic_flag(v),
             word(set)
         )
     };
@@ -1365,6 +1631,9 @@ fn app_steps(v: &Values) -> Vec<Step> {
     let host = &v.host;
     let app = &v.namespaces.app;
     let flagger = &v.namespaces.flagger;
+    if target(v).gateway {
+        return gateway_app_steps(v);
+    }
     vec![
         Step {
             title: "Deploy gridos with its Helm chart behind the ingress".into(),
@@ -1421,6 +1690,59 @@ fn app_steps(v: &Values) -> Vec<Step> {
             note: None,
         },
     ]
+}
+
+/// The app steps of the Gateway API layer: no Ingress (Flagger creates the HTTPRoute), the
+/// weights read from the HTTPRoute.
+fn gateway_app_steps(v: &Values) -> Vec<Step> {
+    let app = &v.namespaces.app;
+    let flagger = &v.namespaces.flagger;
+    let mut steps = vec![
+        Step {
+            title: "Deploy gridos with its Helm chart, without an Ingress".into(),
+            commands: vec![format!(
+                "helm upgrade --install gridos <chart> -n {app} --set fullnameOverride=gridos \
+                 --set service.type=ClusterIP --set ingress.enabled=false"
+            )],
+            note: Some(format!(
+                "the app's Deployment and Service must be named gridos: the Canary targets deployment/gridos, Flagger takes \
+                 the Service gridos over and creates the HTTPRoute gridos in {app} on Gateway {}/{} for {} \
+                 (do not create one yourself: Flagger overwrites it)",
+                v.namespaces.gateway, v.gateway.name, v.host
+            )),
+        },
+        Step {
+            title: "Trigger a canary release by changing the image".into(),
+            commands: vec![format!(
+                "kubectl set image deployment/gridos gridos=<registry>/gridos-api:<tag> -n {app}"
+            )],
+            note: None,
+        },
+        Step {
+            title: "Watch the canary".into(),
+            commands: vec![
+                format!("kubectl get canaries -n {app} --watch"),
+                format!("kubectl describe canary gridos -n {app}"),
+                format!("kubectl logs -n {flagger} deploy/flagger -f"),
+                format!(
+                    "kubectl get httproute gridos -n {app} \
+                     -o jsonpath='{{range .spec.rules[0].backendRefs[*]}}{{.name}}={{.weight}} {{end}}'"
+                ),
+            ],
+            note: Some(
+                "the last command prints the weights of gridos-primary and gridos-canary in the HTTPRoute right now".into(),
+            ),
+        },
+    ];
+    let mut rest = app_steps(&Values {
+        traffic: profile::Traffic {
+            layer: TrafficLayer::IngressNginx,
+        },
+        ..v.clone()
+    });
+    // The pipeline gate and the aliases are the same on both layers.
+    steps.extend(rest.drain(3..));
+    steps
 }
 
 /// The dashboard, when Grafana is installed (`grafana.enabled`): reached through a port-forward only.

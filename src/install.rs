@@ -58,6 +58,9 @@ pub struct Summary {
     pub internal: bool,
     pub objects: Vec<ObjectResult>,
     pub notices: Vec<String>,
+    /// A switch of traffic layer: what goes, what comes, and what the user changes after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
     /// The Helm releases taken over (in a plan: to be taken over), and what that does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adoption: Option<crate::adopt::Plan>,
@@ -95,6 +98,7 @@ impl Summary {
             internal: plan.internal(),
             objects,
             notices: plan.notices.clone(),
+            switch: plan.switch.clone(),
             adoption: (!plan.adoption.is_empty()).then(|| plan.adoption.clone()),
             values: plan.values.clone(),
             durations: Durations {
@@ -133,6 +137,11 @@ pub async fn plan_locked(
     interrupt: &Interrupt,
 ) -> Result<Plan, Error> {
     let cluster = cluster::connect(&req.connect).await?;
+    // What AKS must provide for the Gateway API is checked before the lock and any write.
+    if values.traffic.layer == profile::TrafficLayer::GatewayApi {
+        let minor = crate::gateway::server_minor(&cluster.version);
+        crate::gateway::require(&cluster.client, minor).await?;
+    }
     let lock = match req.lock_wait.filter(|_| !req.dry_run) {
         Some(wait) => {
             let on_wait = |w: crate::lock::LockWait| reporter.event(&w.event());

@@ -14,6 +14,7 @@ pub mod context;
 pub mod dns;
 pub mod error;
 pub mod execute;
+pub mod gateway;
 pub mod guidance;
 pub mod install;
 pub mod interrupt;

@@ -21,16 +21,23 @@ use tokio::time::Instant;
 use crate::apply::{self, ApplyError, ApplyOptions, Resolver};
 use crate::applyset::{self, ApplySetRecord};
 use crate::error::Error;
-use crate::profile::Values;
+use crate::profile::{TrafficLayer, Values};
 use crate::rbac;
 use crate::render::{self, Object, RenderInputs};
 
 /// Requests in flight at once for reviews and dry runs.
 const CONCURRENCY: usize = 8;
 
-/// The rules of `gridos-setup rbac` for these values (offline render).
+/// The rules of `gridos-setup rbac` for these values (offline render), for either traffic layer:
+/// a switch of layer prunes the other layer's kinds, and uninstall removes what either installed.
 pub fn installer_rules(values: &Values) -> Result<Vec<PolicyRule>, Error> {
-    let objects = render::render(values, &RenderInputs::offline(values))?;
+    let mut objects = render::render(values, &RenderInputs::offline(values))?;
+    let mut other = values.clone();
+    other.traffic.layer = match values.traffic.layer {
+        TrafficLayer::IngressNginx => TrafficLayer::GatewayApi,
+        TrafficLayer::GatewayApi => TrafficLayer::IngressNginx,
+    };
+    objects.extend(render::render(&other, &RenderInputs::offline(&other))?);
     Ok(rbac::rules(&objects, values))
 }
 

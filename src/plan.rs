@@ -17,7 +17,7 @@ use crate::applyset::{self, ApplySetRecord, Stale};
 use crate::certs;
 use crate::cluster::Cluster;
 use crate::error::Error;
-use crate::profile::{self, Toggle, Values};
+use crate::profile::{self, Toggle, TrafficLayer, Values};
 use crate::render::{self, Object, RenderInputs, Wave};
 use crate::retry::with_retry;
 
@@ -157,6 +157,10 @@ pub struct Plan {
     pub adopting: bool,
     /// The run lock, when this plan was made under it (an install that will write).
     pub lock: Option<crate::lock::RunLock>,
+    /// Rendered namespaces still being deleted: execute waits for them to go before writing.
+    pub terminating: Vec<String>,
+    /// When the run switches traffic layer: what that does and what the user changes after it.
+    pub switch: Option<String>,
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
@@ -168,9 +172,17 @@ pub async fn gather(
     let started = Instant::now();
     let client = cluster.client.clone();
     // Independent reads: together they cost one round trip instead of three.
+    let gateway = values.traffic.layer == TrafficLayer::GatewayApi;
     let (resolver, (webhook, cert_notice), before) = tokio::try_join!(
         async { Resolver::new(&client, deadline).await.map_err(Error::from) },
-        webhook_cert(&client, &values, deadline),
+        async {
+            // The Gateway API layer has no admission webhook to certify.
+            if gateway {
+                Ok((render::WebhookCert::placeholder(), None))
+            } else {
+                webhook_cert(&client, &values, deadline).await
+            }
+        },
         async {
             applyset::read(&client, deadline)
                 .await
@@ -208,6 +220,9 @@ pub async fn gather(
         .cloned()
         .collect();
     let stale = applyset::stale(&before, &after);
+    let switch = switch_notice(&values, &stale);
+    notices.extend(switch.clone());
+    let terminating = terminating_namespaces(&client, &objects, deadline).await?;
     Ok(Plan {
         values,
         cluster,
@@ -223,10 +238,107 @@ pub async fn gather(
         adoption: crate::adopt::Plan::default(),
         adopting: false,
         lock: None,
+        terminating,
+        switch,
     })
 }
 
-/// The controller Service as it is, read only by a run that may switch it between public and internal.
+/// The rendered namespaces that are being deleted (a prune or uninstall moments ago, e.g. a layer
+/// switched there and back): nothing can be created in them until they are gone, and the API
+/// server answers such writes with Forbidden, which must not read as missing permissions.
+async fn terminating_namespaces(
+    client: &Client,
+    objects: &[Object],
+    deadline: Option<Instant>,
+) -> Result<Vec<String>, Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<&str> = objects
+        .iter()
+        .filter(|o| o.kind() == "Namespace")
+        .map(Object::name)
+        .collect();
+    let found = futures::future::try_join_all(names.iter().map(|n| {
+        let api = api.clone();
+        async move {
+            with_retry(&format!("reading namespace {n}"), deadline, || {
+                api.get_opt(n)
+            })
+            .await
+            .map_err(|e| Error::Api {
+                context: format!("reading namespace {n}"),
+                source: e,
+            })
+        }
+    }))
+    .await?;
+    Ok(found
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_some())
+        .filter_map(|ns| ns.metadata.name)
+        .collect())
+}
+
+/// Whether a run that prunes `stale` replaces the other traffic layer: the record holds a member
+/// only that layer renders (the ingress-nginx controller's Deployment, or a Gateway).
+pub fn is_layer_switch(stale: &[Stale]) -> bool {
+    stale.iter().any(|s| {
+        (s.kind == "Deployment" && s.name == "ingress-nginx-controller")
+            || (s.kind == "Gateway" && s.api_version.starts_with("gateway.networking.k8s.io/"))
+    })
+}
+
+/// What a switch of traffic layer does, in the order it happens, and what the user changes after it.
+fn switch_notice(values: &Values, stale: &[Stale]) -> Option<String> {
+    if !is_layer_switch(stale) {
+        return None;
+    }
+    let front = match values.front {
+        profile::Front::Nginx => "the A record of the host",
+        profile::Front::Appgw => "the Application Gateway's backend pool",
+        profile::Front::Frontdoor => "the Front Door origin",
+    };
+    let pinned = if render::stable_address_annotations(values).is_empty() {
+        ""
+    } else {
+        "; the address is pinned (publicIpName/privateIp) and the old load balancer holds it until the new one is up, \
+         so the new one cannot get it: run the switch without the pin, then pin the new address"
+    };
+    Some(match values.traffic.layer {
+        TrafficLayer::GatewayApi => format!(
+            "switching the traffic layer from ingress-nginx to the Gateway API: the Gateway {}/{} is created and waited \
+             for (Programmed, with its address) before ingress-nginx is removed at the end of this run; the Gateway's \
+             load balancer has a new address, so point {front} at it (guidance below); the app's Ingress gridos is no \
+             longer used (Flagger routes through the HTTPRoute gridos){pinned}",
+            values.namespaces.gateway, values.gateway.name
+        ),
+        TrafficLayer::IngressNginx => format!(
+            "switching the traffic layer from the Gateway API back to ingress-nginx: the controller is installed and its \
+             load-balancer address waited for before the Gateway is removed at the end of this run; point {front} at the \
+             controller's address (guidance below), deploy the app with its Ingress gridos again (ingress.enabled=true), \
+             and delete Flagger's leftover HTTPRoute (kubectl delete httproute gridos -n {}){pinned}",
+            values.namespaces.app
+        ),
+    })
+}
+
+/// The namespace and name of the load-balancer Service of the run's traffic layer: the
+/// controller's, or the one AKS makes for the Gateway.
+pub fn traffic_service(values: &Values) -> (String, String) {
+    match values.traffic.layer {
+        TrafficLayer::IngressNginx => (
+            values.namespaces.ingress.clone(),
+            CONTROLLER_SERVICE.to_string(),
+        ),
+        TrafficLayer::GatewayApi => (
+            values.namespaces.gateway.clone(),
+            render::gateway_service_name(values),
+        ),
+    }
+}
+
+/// The layer's load-balancer Service as it is, read only by a run that may switch it between
+/// public and internal.
 async fn previous_service(
     client: &Client,
     values: &Values,
@@ -236,13 +348,14 @@ async fn previous_service(
     if before.ingress_internal == Some(controller_is_internal(values)) {
         return Ok(None);
     }
-    let services: Api<Service> = Api::namespaced(client.clone(), &values.namespaces.ingress);
-    with_retry("reading the controller Service", deadline, || {
-        services.get_opt(CONTROLLER_SERVICE)
+    let (ns, name) = traffic_service(values);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    with_retry("reading the load-balancer Service", deadline, || {
+        services.get_opt(&name)
     })
     .await
     .map_err(|e| Error::Api {
-        context: format!("reading Service {CONTROLLER_SERVICE}"),
+        context: format!("reading Service {ns}/{name}"),
         source: e,
     })
 }
@@ -273,6 +386,11 @@ impl Plan {
             .as_ref()
             .filter(|s| service_is_internal(s) != self.internal())
             .and_then(crate::wait::service_address)
+    }
+
+    /// Whether this run replaces the other traffic layer (see [`is_layer_switch`]).
+    pub fn layer_switch(&self) -> bool {
+        is_layer_switch(&self.stale)
     }
 
     /// A re-run: every object is already a member and every kind is served, so the waves' order,
@@ -335,6 +453,13 @@ impl Plan {
             return Ok((Outcome::Created, rendered));
         }
         let client = self.client();
+        // In (or being) a namespace that is going away, everything is created anew.
+        let terminating = |n: &str| self.terminating.iter().any(|t| t == n);
+        if o.namespace().is_some_and(terminating)
+            || (o.kind() == "Namespace" && terminating(o.name()))
+        {
+            return Ok((Outcome::Created, rendered));
+        }
         let Some(api) = self
             .resolver
             .api_for(client, o.api_version(), o.kind(), o.namespace())

@@ -371,6 +371,7 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
 
 async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
     let client = &cluster.client;
+    let gateway = values.traffic.layer == profile::TrafficLayer::GatewayApi;
     report.checks.push(aks(client, &cluster.server).await);
     // What install would apply, decided exactly as install decides it: its plan.
     let plan = plan::gather(values.clone(), cluster.clone(), None).await;
@@ -391,7 +392,15 @@ async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(
         )),
     }
     report.checks.push(helm_conflicts(client).await);
-    report.checks.push(app_routing(client).await);
+    if gateway {
+        // Application routing is a prerequisite here, not a second NGINX.
+        let minor = crate::gateway::server_minor(&cluster.version);
+        report
+            .checks
+            .extend(crate::gateway::checks(client, minor).await);
+    } else {
+        report.checks.push(app_routing(client).await);
+    }
     if let Ok(p) = &plan {
         if let Some(c) = ingress_class(client, &p.objects).await {
             report.checks.push(c);
@@ -559,10 +568,54 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
         report.checks.extend(webhook_trust(client, &ns).await);
         report.checks.push(webhook_certificate(client, &ns).await);
     }
+    if let Some(gw) = members.iter().find(|m| m.kind == "Gateway") {
+        let minor = crate::gateway::server_minor(&cluster.version);
+        report
+            .checks
+            .extend(crate::gateway::checks(client, minor).await);
+        report.checks.push(gateway(gw, &status));
+        let ns = gw.namespace.clone().unwrap_or_default();
+        let service = format!("{}{}", gw.name, crate::render::GATEWAY_SERVICE_SUFFIX);
+        report.checks.push(address_stability(
+            status.load_balancer.as_ref(),
+            &ns,
+            &service,
+        ));
+    }
     for m in members.iter().filter(|m| m.kind == "Canary") {
         report.checks.push(canary(m, &status));
     }
     Ok(())
+}
+
+/// The Gateway is Programmed and has an address.
+fn gateway(gw: &Stale, status: &crate::status::StatusReport) -> Check {
+    let ns = gw.namespace.clone().unwrap_or_default();
+    let id = format!("Gateway {ns}/{}", gw.name);
+    match (&status.gateway, &status.address) {
+        (Some(g), Some(a)) if g.programmed => {
+            let scope = if status.internal {
+                "internal"
+            } else {
+                "public"
+            };
+            pass(
+                "address",
+                format!("{id} is Programmed with {scope} address {a}"),
+            )
+        }
+        (Some(g), _) => fail(
+            "address",
+            format!("{id} is not Programmed with an address: {}", g.conditions),
+            format!(
+                "`kubectl -n {ns} describe gateway {}` and the events of Service {}{} say why",
+                gw.name,
+                gw.name,
+                crate::render::GATEWAY_SERVICE_SUFFIX
+            ),
+        ),
+        (None, _) => fail("address", format!("{id} cannot be read"), bind_hint()),
+    }
 }
 
 /// Every recorded CRD is Established.

@@ -870,6 +870,10 @@ pub fn front_ranges(v: &Values) -> Vec<String> {
 
 /// The proxies nginx takes `X-Forwarded-For` from, or `None` when it trusts no forwarded header.
 pub fn trusted_proxies(v: &Values) -> Option<Vec<String>> {
+    // No nginx with the Gateway API: the Istio gateway's own X-Forwarded-For handling applies.
+    if v.traffic.layer == TrafficLayer::GatewayApi {
+        return None;
+    }
     let rip = &v.ingress_controller.real_client_ip;
     let on = match rip.enabled {
         Toggle::Off => false,

@@ -85,6 +85,15 @@ pub fn rules(objects: &[Object], values: &Values) -> Vec<PolicyRule> {
     for (group, resource, vs, _) in EXTRA_READS {
         add(group, resource.into(), vs);
     }
+    // The Gateway API layer's prerequisites (see `gateway`): GatewayClasses approuting-istio and
+    // istio are read; the CRDs and namespaces are already readable as rendered kinds.
+    if objects.iter().any(|o| o.kind() == "Gateway") {
+        add(
+            "gateway.networking.k8s.io",
+            "gatewayclasses".into(),
+            &["get"],
+        );
+    }
     // uninstall lists these in a namespace before deleting it, to keep one that holds foreign objects.
     for (group, version, kind) in crate::uninstall::CONTENT_KINDS {
         let av = if group.is_empty() {

@@ -30,6 +30,16 @@ pub struct CanaryStatus {
     pub last_transition: String,
 }
 
+/// The Gateway of the Gateway API layer, as its status says.
+#[derive(Clone, Debug, Serialize)]
+pub struct GatewayStatus {
+    /// `namespace/name`.
+    pub gateway: String,
+    pub programmed: bool,
+    /// Its conditions in one line (`Accepted=True, Programmed=False (reason: message)`).
+    pub conditions: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusReport {
     pub context: String,
@@ -39,6 +49,9 @@ pub struct StatusReport {
     pub address: Option<String>,
     pub internal: bool,
     pub canaries: Vec<CanaryStatus>,
+    /// With the Gateway API layer: the Gateway, whose address `address` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayStatus>,
     /// The LoadBalancer Service the address was read from, kept so `check` can judge it without
     /// reading it again.
     #[serde(skip)]
@@ -48,7 +61,10 @@ pub struct StatusReport {
 impl StatusReport {
     /// Every component rolled out and an address assigned.
     pub fn healthy(&self) -> bool {
-        self.installed && self.components.iter().all(|c| c.rolled_out) && self.address.is_some()
+        self.installed
+            && self.components.iter().all(|c| c.rolled_out)
+            && self.address.is_some()
+            && self.gateway.as_ref().is_none_or(|g| g.programmed)
     }
 
     pub fn to_text(&self) -> String {
@@ -74,9 +90,17 @@ impl StatusReport {
             ));
         }
         let scope = if self.internal { "internal" } else { "public" };
-        match &self.address {
-            Some(a) => out.push_str(&format!("\nIngress address ({scope}): {a}\n")),
-            None => out.push_str(
+        match (&self.gateway, &self.address) {
+            (Some(g), Some(a)) => out.push_str(&format!(
+                "\nGateway {}: Programmed\nGateway address ({scope}): {a}\n",
+                g.gateway
+            )),
+            (Some(g), None) => out.push_str(&format!(
+                "\nGateway {}: not Programmed with an address yet: {}\n",
+                g.gateway, g.conditions
+            )),
+            (None, Some(a)) => out.push_str(&format!("\nIngress address ({scope}): {a}\n")),
+            (None, None) => out.push_str(
                 "\nIngress address: pending (the load balancer has not assigned one yet)\n",
             ),
         }
@@ -117,6 +141,7 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
         address: None,
         internal: false,
         canaries: Vec::new(),
+        gateway: None,
         load_balancer: None,
     };
     for m in record.parsed_members() {
@@ -132,6 +157,7 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
                     report.load_balancer = Some(s);
                 }
             }
+            "Gateway" => gateway(client, ns, &m.name, &mut report).await?,
             _ => {}
         }
     }
@@ -170,6 +196,46 @@ async fn component(client: &Client, ns: &str, name: &str) -> Result<ComponentSta
             .unwrap_or(0),
         rolled_out: crate::wait::deployment_is_rolled_out(&d),
     })
+}
+
+/// The Gateway's state, and its address and load balancer (the Service AKS made for it) when it
+/// is Programmed.
+async fn gateway(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    report: &mut StatusReport,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &crate::wait::gateway_resource());
+    let live = match api.get_opt(name).await {
+        Ok(g) => g,
+        // The CRDs went (the Gateway API was disabled on the cluster): the Gateway is missing.
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(read_error(format!("Gateway {ns}/{name}"))(e)),
+    };
+    let Some(gw) = live else {
+        report.gateway = Some(GatewayStatus {
+            gateway: format!("{ns}/{name} (missing)"),
+            programmed: false,
+            conditions: "the Gateway does not exist".into(),
+        });
+        return Ok(());
+    };
+    let programmed = crate::wait::gateway_is_programmed(&gw);
+    report.gateway = Some(GatewayStatus {
+        gateway: format!("{ns}/{name}"),
+        programmed,
+        conditions: crate::wait::gateway_conditions(&gw),
+    });
+    let internal = gw.data["spec"]["infrastructure"]["annotations"]
+        [crate::render::INTERNAL_LB_ANNOTATION]
+        == "true";
+    report.internal = internal;
+    report.address = crate::wait::gateway_address(&gw).filter(|_| programmed);
+    let service = format!("{name}{}", crate::render::GATEWAY_SERVICE_SUFFIX);
+    report.load_balancer = load_balancer(client, ns, &service).await?;
+    Ok(())
 }
 
 /// The Service, if it is of type LoadBalancer.

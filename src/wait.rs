@@ -7,10 +7,10 @@
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use tokio::time::Instant;
@@ -137,6 +137,53 @@ where
     match tokio::time::timeout_at(deadline, find).await {
         Ok(r) => r,
         Err(_) => Ok(None),
+    }
+}
+
+/// Waits until the namespace is deleted (not found); on timeout names what still holds it.
+pub async fn namespace_gone(
+    client: &Client,
+    name: &str,
+    deadline: Instant,
+) -> Result<(), WaitError> {
+    let what = format!("namespace {name} to finish deleting");
+    let api: Api<Namespace> = Api::all(client.clone());
+    // Watched, not polled: the condition sees the namespace vanish (None) on its delete event.
+    let gone = async {
+        kube::runtime::wait::await_condition(api.clone(), name, |ns: Option<&Namespace>| {
+            ns.is_none()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| WaitError::Failed {
+            what: what.clone(),
+            reason: e.to_string(),
+        })
+    };
+    match tokio::time::timeout_at(deadline, gone).await {
+        Ok(r) => r,
+        Err(_) => {
+            let reason = match api.get_opt(name).await {
+                Ok(Some(ns)) => ns
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.status == "True")
+                    .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+                _ => String::new(),
+            };
+            Err(WaitError::Timeout {
+                what,
+                reason: if reason.is_empty() {
+                    "it is still Terminating".into()
+                } else {
+                    reason
+                },
+            })
+        }
     }
 }
 
@@ -332,34 +379,52 @@ pub async fn warning_events(client: &Client, ns: &str, prefix: &str) -> Vec<Stri
 
 /// Waits for a LoadBalancer Service's address other than `stale`; `on_event` hears the Service's events meanwhile
 /// (the cloud controller reports quota and public-IP errors there).
-pub async fn load_balancer_address(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    stale: Option<String>,
+/// What [`watch_with_events`] watches: `name` in `ns`, and the events of the objects `involved`.
+struct Watched<'a> {
+    ns: &'a str,
+    name: &'a str,
+    involved: &'a [(&'a str, &'a str)],
     deadline: Instant,
+    what: &'a str,
+}
+
+/// Watches `name` until `done`, passing every event about the objects `involved` (kind, name)
+/// in `ns` to `on_event` meanwhile. Returns what was found (`None` at the deadline) and the
+/// Warning events seen, oldest first.
+async fn watch_with_events<K>(
+    client: &Client,
+    api: Api<K>,
+    w: Watched<'_>,
+    done: impl Fn(&K) -> bool + Send + 'static,
     on_event: impl Fn(&str, &str) + Send + Sync + 'static,
-) -> Result<(Service, String), WaitError> {
-    let what = format!("Service {ns}/{name} to get a load-balancer address");
-    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+) -> Result<(Option<K>, Vec<String>), WaitError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let Watched {
+        ns,
+        name,
+        involved,
+        deadline,
+        what,
+    } = w;
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let selector = format!("involvedObject.kind=Service,involvedObject.name={name}");
-    let mut last_events: Vec<String> = Vec::new();
-    let event_stream = watcher(events, watcher::Config::default().fields(&selector))
-        .backoff(crate::retry::Delays::default())
-        .filter_map(|e| async move {
-            match e {
-                Ok(watcher::Event::Apply(ev)) | Ok(watcher::Event::InitApply(ev)) => Some(ev),
-                _ => None,
-            }
-        })
-        .boxed();
-    let watched = what.clone();
-    let wait = watch_until(api.clone(), name, deadline, &watched, move |s| {
-        service_address(s).is_some_and(|a| Some(&a) != stale.as_ref())
+    let streams = involved.iter().map(|(kind, n)| {
+        let selector = format!("involvedObject.kind={kind},involvedObject.name={n}");
+        watcher(events.clone(), watcher::Config::default().fields(&selector))
+            .backoff(crate::retry::Delays::default())
+            .filter_map(|e| async move {
+                match e {
+                    Ok(watcher::Event::Apply(ev)) | Ok(watcher::Event::InitApply(ev)) => Some(ev),
+                    _ => None,
+                }
+            })
+            .boxed()
     });
+    let mut event_stream = futures::stream::select_all(streams);
+    let mut last_events: Vec<String> = Vec::new();
+    let wait = watch_until(api, name, deadline, what, done);
     tokio::pin!(wait);
-    let mut event_stream = event_stream;
     let mut seen = std::collections::BTreeSet::new();
     let found = loop {
         tokio::select! {
@@ -377,6 +442,47 @@ pub async fn load_balancer_address(
             }
         }
     };
+    Ok((found, last_events))
+}
+
+/// The last (up to) three warnings, newest first, as one clause.
+fn recent_warnings(last_events: &[String]) -> String {
+    format!(
+        "recent warnings: {}",
+        last_events
+            .iter()
+            .rev()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )
+}
+
+pub async fn load_balancer_address(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    stale: Option<String>,
+    deadline: Instant,
+    on_event: impl Fn(&str, &str) + Send + Sync + 'static,
+) -> Result<(Service, String), WaitError> {
+    let what = format!("Service {ns}/{name} to get a load-balancer address");
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let (found, last_events) = watch_with_events(
+        client,
+        api,
+        Watched {
+            ns,
+            name,
+            involved: &[("Service", name)],
+            deadline,
+            what: &what,
+        },
+        move |s| service_address(s).is_some_and(|a| Some(&a) != stale.as_ref()),
+        on_event,
+    )
+    .await?;
     match found {
         Some(s) => {
             let addr = service_address(&s).unwrap_or_default();
@@ -388,20 +494,123 @@ pub async fn load_balancer_address(
                  (`kubectl describe service` ...) and the cluster's load-balancer quota"
                     .to_string()
             } else {
-                format!(
-                    "recent warnings: {}",
-                    last_events
-                        .iter()
-                        .rev()
-                        .take(3)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                )
+                recent_warnings(&last_events)
             };
             Err(WaitError::Timeout { what, reason })
         }
     }
+}
+
+/// The Gateway API's Gateway (`gateway.networking.k8s.io/v1`), which k8s-openapi has no type for.
+pub fn gateway_resource() -> ApiResource {
+    ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "Gateway".into(),
+        plural: "gateways".into(),
+    }
+}
+
+/// One of the Gateway's status conditions, by type, when it speaks of the current generation
+/// (Gateway API: a condition's observedGeneration older than metadata.generation is out of date).
+fn current_condition<'a>(gw: &'a DynamicObject, type_: &str) -> Option<&'a serde_json::Value> {
+    let generation = gw.metadata.generation;
+    gw.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .filter(|c| match (c["observedGeneration"].as_i64(), generation) {
+            (Some(seen), Some(g)) => seen >= g,
+            _ => true,
+        })
+}
+
+/// Programmed: the implementation has set up the gateway's data plane for the current spec
+/// (Gateway API v1 GatewayConditionType Programmed).
+pub fn gateway_is_programmed(gw: &DynamicObject) -> bool {
+    current_condition(gw, "Programmed").is_some_and(|c| c["status"] == "True")
+}
+
+/// The Gateway's first address (`status.addresses[0].value`: an IP or a host name), if any.
+pub fn gateway_address(gw: &DynamicObject) -> Option<String> {
+    gw.data["status"]["addresses"]
+        .as_array()?
+        .iter()
+        .find_map(|a| a["value"].as_str().filter(|v| !v.is_empty()))
+        .map(str::to_string)
+}
+
+/// The Gateway's conditions in one line: `Accepted=True, Programmed=False (AddressNotAssigned: ...)`.
+pub fn gateway_conditions(gw: &DynamicObject) -> String {
+    let Some(cs) = gw.data["status"]["conditions"]
+        .as_array()
+        .filter(|c| !c.is_empty())
+    else {
+        return "no status conditions yet (no controller has taken the Gateway: is GatewayClass approuting-istio Accepted?)".into();
+    };
+    cs.iter()
+        .map(|c| {
+            let t = c["type"].as_str().unwrap_or("?");
+            let status = c["status"].as_str().unwrap_or("?");
+            let reason = c["reason"].as_str().unwrap_or_default();
+            let message = c["message"].as_str().unwrap_or_default();
+            if status == "True" {
+                format!("{t}=True")
+            } else {
+                format!("{t}={status} ({reason}: {message})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits for the Gateway to be Programmed with an address that is not `stale`; on timeout the
+/// error names its conditions and the recent warnings about it and the Service AKS made for it.
+pub async fn gateway_programmed(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    service: &str,
+    stale: Option<String>,
+    deadline: Instant,
+    on_event: impl Fn(&str, &str) + Send + Sync + 'static,
+) -> Result<(DynamicObject, String), WaitError> {
+    let what = format!("Gateway {ns}/{name} to be Programmed with an address");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &gateway_resource());
+    let (found, last_events) = watch_with_events(
+        client,
+        api.clone(),
+        Watched {
+            ns,
+            name,
+            involved: &[("Gateway", name), ("Service", service)],
+            deadline,
+            what: &what,
+        },
+        move |gw| {
+            gateway_is_programmed(gw)
+                && gateway_address(gw).is_some_and(|a| Some(&a) != stale.as_ref())
+        },
+        on_event,
+    )
+    .await?;
+    if let Some(gw) = found {
+        let addr = gateway_address(&gw).unwrap_or_default();
+        return Ok((gw, addr));
+    }
+    // One read for the state it was left in, so the error says which condition is missing.
+    let state = match api.get_opt(name).await {
+        Ok(Some(gw)) => gateway_conditions(&gw),
+        Ok(None) => "the Gateway does not exist".into(),
+        Err(e) => format!("cannot read it: {e}"),
+    };
+    let reason = if last_events.is_empty() {
+        format!("conditions: {state}")
+    } else {
+        format!("conditions: {state}; {}", recent_warnings(&last_events))
+    };
+    Err(WaitError::Timeout { what, reason })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod gateway;
 mod gateway_rig;
 mod grafana;
 mod guidance;
+mod guidance_gateway;
 mod helm_state;
 mod install;
 mod interrupt;

@@ -423,3 +423,47 @@ fn bad_input_front_door_https_origin_without_a_certificate() {
         &["frontDoor.originProtocol", "gateway.tls.secretName"],
     );
 }
+
+/// The README's Gateway API commands: the `az` commands are the ones the preflight names, and
+/// every gridos-setup command's flags and values are accepted (its install and check as `render`,
+/// which needs no cluster; the cluster tests run them for real).
+#[test]
+fn readme_gateway_commands_are_the_products() {
+    use gridos_setup::gateway::{FIX_CLASS, FIX_CRDS, FIX_MESH};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("### Gateway API instead of ingress-nginx")
+        .expect("the Gateway API section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    assert!(section.contains(&format!("`{FIX_MESH}`")), "the mesh fix");
+    let mut gridos_lines = 0;
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with("az ") {
+            assert!([FIX_CRDS, FIX_CLASS].contains(&line), "{line}");
+            continue;
+        }
+        let words = shlex::split(line).unwrap();
+        assert_eq!(words[0], "gridos-setup", "{line}");
+        let mut args: Vec<&str> = vec!["render"];
+        args.extend(
+            words[1..]
+                .iter()
+                .map(String::as_str)
+                .filter(|w| !["install", "check", "--pre", "--yes"].contains(w)),
+        );
+        if !args.contains(&"--host") {
+            args.extend(["--host", HOST]);
+        }
+        let out = gridos(&args);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+        gridos_lines += 1;
+    }
+    assert_eq!(gridos_lines, 2);
+}

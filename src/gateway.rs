@@ -1,0 +1,387 @@
+//! The prerequisites of `traffic.layer: gateway-api`, which AKS provides and gridos-setup only checks: the Gateway API CRDs, GatewayClass `approuting-istio`, and no Istio service-mesh add-on.
+//!
+//! Facts (Microsoft Learn, "Install Managed Gateway API CRDs on AKS" and "Configure ingress with
+//! the Kubernetes Gateway API via the application routing add-on"): `az aks update
+//! --enable-gateway-api` installs the standard-channel CRDs at the bundle version AKS maps to the
+//! cluster's Kubernetes version (v1.4.x on 1.35, v1.5.x on 1.36), and refuses experimental-channel
+//! CRDs; `az aks approuting gateway istio enable` creates GatewayClass `approuting-istio`; the
+//! Istio service-mesh add-on (namespace `aks-istio-system`, GatewayClass `istio`) cannot run next
+//! to it. Upstream CRDs carry the annotations `gateway.networking.k8s.io/bundle-version` and
+//! `gateway.networking.k8s.io/channel`. AKS documents no label or annotation that marks its own
+//! CRDs as AKS-managed, so none is required here: channel and bundle version are what is checked.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+
+use crate::error::Error;
+use crate::report::{Check, Mark, fail, pass, warn};
+
+/// The GatewayClass AKS application routing creates (see [`crate::render::GATEWAY_CLASS`]).
+const CLASS: &str = crate::render::GATEWAY_CLASS;
+const BUNDLE_VERSION: &str = "gateway.networking.k8s.io/bundle-version";
+const CHANNEL: &str = "gateway.networking.k8s.io/channel";
+/// The CRDs gridos-setup's objects and Flagger's gatewayapi:v1 provider use.
+const CRDS: [&str; 3] = [
+    "gatewayclasses.gateway.networking.k8s.io",
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+];
+/// Namespace of the Istio service-mesh add-on's control plane.
+const MESH_NAMESPACE: &str = "aks-istio-system";
+/// The service-mesh add-on's GatewayClass.
+const MESH_CLASS: &str = "istio";
+
+pub const FIX_CRDS: &str = "az aks update -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api";
+pub const FIX_CLASS: &str = "az aks approuting gateway istio enable -g RESOURCE_GROUP -n CLUSTER";
+pub const FIX_MESH: &str = "az aks mesh disable -g RESOURCE_GROUP -n CLUSTER";
+
+/// The bundle minor version (`1.4`) AKS installs for a Kubernetes minor, where known.
+pub fn aks_bundle_for(kube_minor: u32) -> Option<&'static str> {
+    match kube_minor {
+        35 => Some("1.4"),
+        36 => Some("1.5"),
+        _ => None,
+    }
+}
+
+fn gateway_class_resource() -> ApiResource {
+    ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "GatewayClass".into(),
+        plural: "gatewayclasses".into(),
+    }
+}
+
+/// Judges the CRDs as read (`None`: not found) against what AKS installs on `kube_minor`.
+pub fn judge_crds(found: &[(&str, Option<CustomResourceDefinition>)], kube_minor: u32) -> Check {
+    const NAME: &str = "Gateway API CRDs";
+    let missing: Vec<&str> = found
+        .iter()
+        .filter(|(_, c)| c.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        return fail(
+            NAME,
+            format!(
+                "missing {}: AKS installs and manages the Gateway API CRDs",
+                missing.join(", ")
+            ),
+            format!("run `{FIX_CRDS}`"),
+        );
+    }
+    let annotation = |c: &CustomResourceDefinition, key: &str| {
+        c.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let crds: Vec<(&str, &CustomResourceDefinition)> = found
+        .iter()
+        .filter_map(|(n, c)| c.as_ref().map(|c| (*n, c)))
+        .collect();
+    let replace = format!(
+        "delete the self-installed Gateway API CRDs (`kubectl delete crd {}` and the bundle's others), then run `{FIX_CRDS}`",
+        CRDS.join(" ")
+    );
+    if let Some((n, c)) = crds
+        .iter()
+        .find(|(_, c)| annotation(c, CHANNEL) != "standard")
+    {
+        let channel = annotation(c, CHANNEL);
+        let channel = if channel.is_empty() {
+            "no channel annotation".to_string()
+        } else {
+            format!("channel {channel}")
+        };
+        return fail(
+            NAME,
+            format!("{n} has {channel}: AKS manages only the standard channel and refuses others"),
+            replace,
+        );
+    }
+    let versions: Vec<String> = crds
+        .iter()
+        .map(|(_, c)| annotation(c, BUNDLE_VERSION))
+        .collect();
+    let version = versions.first().cloned().unwrap_or_default();
+    if versions.iter().any(|v| *v != version) {
+        return fail(
+            NAME,
+            format!(
+                "the CRDs come from different bundles ({}): not one AKS-managed installation",
+                versions.join(", ")
+            ),
+            replace,
+        );
+    }
+    let Some(expected) = aks_bundle_for(kube_minor) else {
+        return warn(
+            NAME,
+            format!(
+                "standard channel, bundle {version}; gridos-setup knows the bundle AKS installs only for Kubernetes 1.35 (v1.4.x) and 1.36 (v1.5.x), not 1.{kube_minor}, so the version is not checked"
+            ),
+            None,
+        );
+    };
+    let minor_of = |v: &str| {
+        let mut parts = v.trim_start_matches('v').split('.');
+        match (parts.next(), parts.next()) {
+            (Some(a), Some(b)) => format!("{a}.{b}"),
+            _ => String::new(),
+        }
+    };
+    if minor_of(&version) != expected {
+        let shown = if version.is_empty() {
+            "no bundle-version annotation".to_string()
+        } else {
+            format!("bundle {version}")
+        };
+        return fail(
+            NAME,
+            format!(
+                "{shown}, but AKS installs v{expected}.x on Kubernetes 1.{kube_minor}: these CRDs are not AKS-managed"
+            ),
+            replace,
+        );
+    }
+    pass(
+        NAME,
+        format!("standard channel, bundle {version}, as AKS installs on Kubernetes 1.{kube_minor}"),
+    )
+}
+
+/// Judges GatewayClass `approuting-istio` as read.
+pub fn judge_class(class: Option<&DynamicObject>) -> Check {
+    const NAME: &str = "GatewayClass approuting-istio";
+    let Some(gc) = class else {
+        return fail(
+            NAME,
+            "GatewayClass approuting-istio does not exist: application routing's Gateway API implementation is not enabled",
+            format!("run `{FIX_CLASS}`"),
+        );
+    };
+    let generation = gc.metadata.generation;
+    let accepted = gc.data["status"]["conditions"].as_array().and_then(|cs| {
+        cs.iter().find(|c| {
+            c["type"] == "Accepted"
+                && match (c["observedGeneration"].as_i64(), generation) {
+                    (Some(seen), Some(g)) => seen >= g,
+                    _ => true,
+                }
+        })
+    });
+    match accepted {
+        Some(c) if c["status"] == "True" => pass(NAME, "exists and is Accepted"),
+        Some(c) => fail(
+            NAME,
+            format!(
+                "not Accepted ({}: {})",
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            ),
+            format!("see `kubectl describe gatewayclass {CLASS}`; re-enable it with `{FIX_CLASS}`"),
+        ),
+        None => fail(
+            NAME,
+            "not Accepted yet: no controller has taken it",
+            format!(
+                "wait for application routing to accept it (`kubectl get gatewayclass {CLASS}`), or re-enable it with `{FIX_CLASS}`"
+            ),
+        ),
+    }
+}
+
+/// Judges whether the Istio service-mesh add-on is present.
+pub fn judge_mesh(namespace: bool, mesh_class: bool) -> Check {
+    const NAME: &str = "Istio service-mesh add-on";
+    let mut found = Vec::new();
+    if namespace {
+        found.push(format!("namespace {MESH_NAMESPACE}"));
+    }
+    if mesh_class {
+        found.push(format!("GatewayClass {MESH_CLASS}"));
+    }
+    if found.is_empty() {
+        pass(
+            NAME,
+            "not installed (it cannot run next to application routing's Gateway API)",
+        )
+    } else {
+        fail(
+            NAME,
+            format!(
+                "present ({}): AKS does not support application routing's Gateway API next to the Istio service-mesh add-on",
+                found.join(", ")
+            ),
+            format!("run `{FIX_MESH}`, or keep --traffic ingress-nginx"),
+        )
+    }
+}
+
+fn read_error(name: &str, what: &str, e: &kube::Error) -> Check {
+    fail(
+        name,
+        format!("cannot read {what}: {e}"),
+        crate::permissions::bind_hint(),
+    )
+}
+
+/// Reads and judges every prerequisite; one report line each.
+pub async fn checks(client: &Client, kube_minor: u32) -> Vec<Check> {
+    let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut found = Vec::new();
+    let mut crd_check = None;
+    for name in CRDS {
+        match crd_api.get_opt(name).await {
+            Ok(c) => found.push((name, c)),
+            Err(e) => {
+                crd_check = Some(read_error("Gateway API CRDs", &format!("CRD {name}"), &e));
+                break;
+            }
+        }
+    }
+    let crd_check = crd_check.unwrap_or_else(|| judge_crds(&found, kube_minor));
+    let classes_served = found.first().is_some_and(|(_, c)| c.is_some());
+    let class_api: Api<DynamicObject> = Api::all_with(client.clone(), &gateway_class_resource());
+    let (class_check, mesh_class) = if classes_served {
+        let class = match class_api.get_opt(CLASS).await {
+            Ok(c) => judge_class(c.as_ref()),
+            Err(e) => read_error("GatewayClass approuting-istio", "GatewayClasses", &e),
+        };
+        let mesh = matches!(class_api.get_opt(MESH_CLASS).await, Ok(Some(_)));
+        (class, mesh)
+    } else {
+        (judge_class(None), false)
+    };
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    let mesh_check = match ns_api.get_opt(MESH_NAMESPACE).await {
+        Ok(ns) => judge_mesh(ns.is_some(), mesh_class),
+        Err(e) => read_error(
+            "Istio service-mesh add-on",
+            &format!("namespace {MESH_NAMESPACE}"),
+            &e,
+        ),
+    };
+    vec![crd_check, class_check, mesh_check]
+}
+
+/// The Kubernetes minor version the server reports (`35` of 1.35), 0 when unreadable.
+pub fn server_minor(info: &k8s_openapi::apimachinery::pkg::version::Info) -> u32 {
+    info.minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// For install: the first failed prerequisite as the error that stops it before any write.
+pub async fn require(client: &Client, kube_minor: u32) -> Result<Vec<Check>, Error> {
+    let checks = checks(client, kube_minor).await;
+    match checks.iter().find(|c| c.result == Mark::Fail) {
+        Some(c) => Err(Error::Preflight {
+            problem: format!("{}: {}", c.name, c.detail),
+            hint: c.hint.clone().unwrap_or_default(),
+        }),
+        None => Ok(checks),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(channel: Option<&str>, version: Option<&str>) -> CustomResourceDefinition {
+        let mut a = serde_json::Map::new();
+        if let Some(c) = channel {
+            a.insert(CHANNEL.into(), c.into());
+        }
+        if let Some(v) = version {
+            a.insert(BUNDLE_VERSION.into(), v.into());
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "annotations": a},
+            "spec": {"group": "gateway.networking.k8s.io", "names": {"kind": "X", "plural": "xs"},
+                     "scope": "Namespaced", "versions": []}
+        }))
+        .unwrap()
+    }
+
+    fn all(c: CustomResourceDefinition) -> Vec<(&'static str, Option<CustomResourceDefinition>)> {
+        CRDS.iter().map(|n| (*n, Some(c.clone()))).collect()
+    }
+
+    #[test]
+    fn the_crds_must_be_the_standard_bundle_aks_ships_for_the_version() {
+        let ok = judge_crds(&all(crd(Some("standard"), Some("v1.4.1"))), 35);
+        assert_eq!(ok.result, Mark::Pass, "{ok:?}");
+        let ok = judge_crds(&all(crd(Some("standard"), Some("v1.5.1"))), 36);
+        assert_eq!(ok.result, Mark::Pass, "{ok:?}");
+
+        let missing = judge_crds(&[(CRDS[0], None), (CRDS[1], None), (CRDS[2], None)], 35);
+        assert_eq!(missing.result, Mark::Fail);
+        assert!(missing.hint.unwrap().contains("--enable-gateway-api"));
+
+        let experimental = judge_crds(&all(crd(Some("experimental"), Some("v1.4.1"))), 35);
+        assert_eq!(experimental.result, Mark::Fail);
+        assert!(experimental.detail.contains("channel experimental"));
+        assert!(experimental.hint.unwrap().contains("--enable-gateway-api"));
+
+        let old = judge_crds(&all(crd(Some("standard"), Some("v1.2.0"))), 35);
+        assert_eq!(old.result, Mark::Fail);
+        assert!(old.detail.contains("v1.4.x on Kubernetes 1.35"), "{old:?}");
+
+        let unannotated = judge_crds(&all(crd(None, None)), 35);
+        assert_eq!(unannotated.result, Mark::Fail);
+
+        let older_cluster = judge_crds(&all(crd(Some("standard"), Some("v1.3.0"))), 33);
+        assert_eq!(older_cluster.result, Mark::Warn);
+        assert!(older_cluster.detail.contains("not 1.33"));
+    }
+
+    fn class(conditions: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": CLASS, "generation": 2},
+            "spec": {"controllerName": "example.net/x"},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_class_must_exist_and_be_accepted_for_its_generation() {
+        assert!(judge_class(None).hint.unwrap().contains(FIX_CLASS));
+        let ok = class(
+            serde_json::json!([{"type": "Accepted", "status": "True", "observedGeneration": 2}]),
+        );
+        assert_eq!(judge_class(Some(&ok)).result, Mark::Pass);
+        let old = class(
+            serde_json::json!([{"type": "Accepted", "status": "True", "observedGeneration": 1}]),
+        );
+        assert_eq!(judge_class(Some(&old)).result, Mark::Fail);
+        let no = class(
+            serde_json::json!([{"type": "Accepted", "status": "False", "reason": "InvalidParameters", "message": "bad", "observedGeneration": 2}]),
+        );
+        let c = judge_class(Some(&no));
+        assert_eq!(c.result, Mark::Fail);
+        assert!(c.detail.contains("InvalidParameters"));
+    }
+
+    #[test]
+    fn the_mesh_add_on_is_refused_with_the_command_that_removes_it() {
+        assert_eq!(judge_mesh(false, false).result, Mark::Pass);
+        for (ns, gc) in [(true, false), (false, true), (true, true)] {
+            let c = judge_mesh(ns, gc);
+            assert_eq!(c.result, Mark::Fail);
+            assert!(c.hint.unwrap().contains("az aks mesh disable"));
+        }
+    }
+}
