@@ -490,3 +490,163 @@ async fn cluster_gateway_install_times_out_without_the_controller() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// One observed state of a layer, at the cluster revision (resourceVersion) it was written at.
+#[derive(Clone, Debug)]
+struct Seen {
+    revision: u64,
+    layer: &'static str,
+    serving: bool,
+}
+
+/// Records every state of object `name` by watching it: `serving` says whether it serves traffic.
+fn record_states<K>(
+    api: Api<K>,
+    name: &str,
+    layer: &'static str,
+    serving: fn(&K) -> bool,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).boxed();
+        while let Some(ev) = stream.next().await {
+            let (o, alive) = match ev {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => (o, true),
+                Ok(watcher::Event::Delete(o)) => (o, false),
+                _ => continue,
+            };
+            let revision = o
+                .meta()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let serving = alive && o.meta().deletion_timestamp.is_none() && serving(&o);
+            if let Ok(mut l) = log.lock() {
+                l.push(Seen {
+                    revision,
+                    layer,
+                    serving,
+                });
+            }
+        }
+    })
+}
+
+/// nginx -> Gateway API -> nginx, one install each: every step converges and its re-run is a no-op,
+/// and a watch on both layers' entry points (the controller Service with its address, the Gateway
+/// Programmed with its address) never sees a moment, in the cluster's own order of writes, where
+/// neither serves: the old layer goes only after the new one is Programmed.
+#[tokio::test]
+async fn cluster_gateway_switch_nginx_gateway_nginx_never_leaves_no_layer() {
+    let _l = cluster_lock().await;
+    let t0 = Instant::now();
+    let c = client().await;
+    reset(&c).await;
+    enable_gateway_api(&c).await;
+    let rig = AppRoutingIstio::start(&c).await;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watches = [
+        record_states(
+            Api::<Service>::namespaced(c.clone(), "ingress-nginx"),
+            "ingress-nginx-controller",
+            "ingress-nginx",
+            |s| gridos_setup::wait::service_address(s).is_some(),
+            log.clone(),
+        ),
+        record_states(
+            Api::<DynamicObject>::namespaced_with(c.clone(), GATEWAY_NS, &gateway_api("Gateway")),
+            "gridos",
+            "gateway-api",
+            is_programmed,
+            log.clone(),
+        ),
+    ];
+    let nginx = ["install", "--profile", "nginx", "--host", HOST, "--yes"];
+    let steps: [(&str, Vec<&str>); 3] = [
+        ("ingress-nginx", nginx.to_vec()),
+        (
+            "gateway-api",
+            [&nginx[..], &["--traffic", "gateway-api"]].concat(),
+        ),
+        ("ingress-nginx", nginx.to_vec()),
+    ];
+    for (layer, args) in &steps {
+        let t = Instant::now();
+        ok(&gridos_k(args));
+        let took = t.elapsed();
+        let svc = Api::<Service>::namespaced(c.clone(), "ingress-nginx")
+            .get_opt("ingress-nginx-controller")
+            .await
+            .unwrap()
+            .filter(|s| s.metadata.deletion_timestamp.is_none());
+        let gw =
+            Api::<DynamicObject>::namespaced_with(c.clone(), GATEWAY_NS, &gateway_api("Gateway"))
+                .get_opt("gridos")
+                .await
+                .unwrap()
+                .filter(|g| g.metadata.deletion_timestamp.is_none());
+        if *layer == "gateway-api" {
+            assert!(gw.as_ref().is_some_and(is_programmed), "Gateway Programmed");
+            assert!(svc.is_none(), "the controller Service is pruned");
+        } else {
+            assert!(
+                svc.as_ref()
+                    .and_then(gridos_setup::wait::service_address)
+                    .is_some(),
+                "the controller Service has its address"
+            );
+            assert!(gw.is_none(), "the Gateway is pruned");
+        }
+        assert_no_op(&ok(&gridos_k(args)), &format!("re-run on {layer}"));
+        eprintln!(
+            "gateway test: switch to {layer} in {:.1}s",
+            took.as_secs_f64()
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for w in &watches {
+        w.abort();
+    }
+    let mut seen = log.lock().unwrap().clone();
+    seen.sort_by_key(|s| s.revision);
+    let mut serving: std::collections::BTreeMap<&str, bool> = Default::default();
+    let mut started = false;
+    let mut changes = Vec::new();
+    for s in &seen {
+        if serving.get(s.layer) != Some(&s.serving) {
+            changes.push(format!("{}@{}={}", s.layer, s.revision, s.serving));
+        }
+        serving.insert(s.layer, s.serving);
+        let any = serving.values().any(|v| *v);
+        started |= any;
+        assert!(
+            !started || any,
+            "no layer served at revision {}: {changes:?}",
+            s.revision
+        );
+    }
+    // Both transitions were seen: the Gateway came and went, the controller went and came back.
+    let ups = |layer: &str| {
+        changes
+            .iter()
+            .filter(|c| c.starts_with(&format!("{layer}@")) && c.ends_with("=true"))
+            .count()
+    };
+    assert!(
+        ups("gateway-api") >= 1 && ups("ingress-nginx") >= 2,
+        "{changes:?}"
+    );
+    drop(rig);
+    reset(&c).await;
+    eprintln!(
+        "gateway test: switch nginx -> gateway -> nginx in {:.1}s ({changes:?})",
+        t0.elapsed().as_secs_f64()
+    );
+}
