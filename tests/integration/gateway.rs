@@ -467,7 +467,7 @@ async fn cluster_gateway_install_times_out_without_the_controller() {
     // The stand-in makes GatewayClass approuting-istio Accepted, then stops: the class stays, the
     // controller is gone.
     drop(AppRoutingIstio::start(&c).await);
-    let out = install_gw("nginx", &["--timeout", "20s"]);
+    let out = install_gw("nginx", &["--timeout", "10s"]);
     assert_eq!(
         out.status.code(),
         Some(3),
