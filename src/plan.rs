@@ -160,16 +160,24 @@ pub struct Plan {
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
+/// `discovery` is what connecting learnt, if it was made under the same lock; otherwise the plan
+/// discovers.
 pub async fn gather(
     mut values: Values,
     cluster: Cluster,
+    discovery: Option<kube::Discovery>,
     deadline: Option<Instant>,
 ) -> Result<Plan, Error> {
     let started = Instant::now();
     let client = cluster.client.clone();
     // Independent reads: together they cost one round trip instead of three.
     let (resolver, (webhook, cert_notice), before) = tokio::try_join!(
-        async { Resolver::new(&client, deadline).await.map_err(Error::from) },
+        async {
+            match discovery {
+                Some(d) => Ok(Resolver::from_discovery(d)),
+                None => Resolver::new(&client, deadline).await.map_err(Error::from),
+            }
+        },
         webhook_cert(&client, &values, deadline),
         async {
             applyset::read(&client, deadline)

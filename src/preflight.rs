@@ -358,9 +358,9 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
         }
     };
     // Connecting asked `/version` already: the answer is the version check.
-    report
-        .checks
-        .push(version_check(&cluster.version, &cluster.server));
+    if let Some(version) = &cluster.version {
+        report.checks.push(version_check(version, &cluster.server));
+    }
     if req.pre {
         pre(values, &cluster, &mut report).await?;
     } else {
@@ -373,7 +373,7 @@ async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(
     let client = &cluster.client;
     report.checks.push(aks(client, &cluster.server).await);
     // What install would apply, decided exactly as install decides it: its plan.
-    let plan = plan::gather(values.clone(), cluster.clone(), None).await;
+    let plan = plan::gather(values.clone(), cluster.clone(), None, None).await;
     match &plan {
         Ok(p) => report.checks.push(service_monitor(&p.service_monitor)),
         Err(Error::Preflight { problem, hint }) => {
