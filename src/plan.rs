@@ -164,9 +164,12 @@ pub struct Plan {
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
+/// `discovery` is what connecting learnt, if it was made under the same lock; otherwise the plan
+/// discovers.
 pub async fn gather(
     mut values: Values,
     cluster: Cluster,
+    discovery: Option<kube::Discovery>,
     deadline: Option<Instant>,
 ) -> Result<Plan, Error> {
     let started = Instant::now();
@@ -174,7 +177,12 @@ pub async fn gather(
     // Independent reads: together they cost one round trip instead of three.
     let gateway = values.traffic.layer == TrafficLayer::GatewayApi;
     let (resolver, (webhook, cert_notice), before) = tokio::try_join!(
-        async { Resolver::new(&client, deadline).await.map_err(Error::from) },
+        async {
+            match discovery {
+                Some(d) => Ok(Resolver::from_discovery(d)),
+                None => Resolver::new(&client, deadline).await.map_err(Error::from),
+            }
+        },
         async {
             // The Gateway API layer has no admission webhook to certify.
             if gateway {
