@@ -1479,7 +1479,7 @@ fn afd_origin_check_step(v: &Values) -> Step {
                  Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
                  (az afd profile show --query frontDoorId). {}, so do it in the app (e.g. a middleware that answers 403). {}",
                 if t.gateway {
-                    "Flagger owns the HTTPRoute, so no header match can be added there"
+                    "Flagger owns the HTTPRoute and replaces any header match added to it"
                 } else {
                     "Snippets are disabled in this install (allow-snippet-annotations: false)"
                 },

@@ -230,7 +230,7 @@ pub async fn gather(
     let stale = applyset::stale(&before, &after);
     let switch = switch_notice(&values, &stale);
     notices.extend(switch.clone());
-    let terminating = terminating_namespaces(&client, &objects, deadline).await?;
+    let terminating = terminating_namespaces(&client, &objects, &before, deadline).await?;
     notices.extend(gateway_notices(&client, &values, switch.is_some(), deadline).await?);
     Ok(Plan {
         values,
@@ -304,9 +304,13 @@ async fn gateway_notices(
 /// The rendered namespaces that are being deleted (a prune or uninstall moments ago, e.g. a layer
 /// switched there and back): nothing can be created in them until they are gone, and the API
 /// server answers such writes with Forbidden, which must not read as missing permissions.
+/// Only namespaces the record does not hold are read: a member is not being deleted by a
+/// gridos-setup run (prune and uninstall drop what they delete from the record), so a re-run
+/// costs no request here.
 async fn terminating_namespaces(
     client: &Client,
     objects: &[Object],
+    before: &ApplySetRecord,
     deadline: Option<Instant>,
 ) -> Result<Vec<String>, Error> {
     let api: Api<Namespace> = Api::all(client.clone());
@@ -314,6 +318,7 @@ async fn terminating_namespaces(
         .iter()
         .filter(|o| o.kind() == "Namespace")
         .map(Object::name)
+        .filter(|n| !before.members.contains(&applyset::namespace_member_id(n)))
         .collect();
     let found = futures::future::try_join_all(names.iter().map(|n| {
         let api = api.clone();
