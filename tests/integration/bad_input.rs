@@ -17,7 +17,7 @@ const HOST: &str = "app.example.com";
 
 /// Namespaces install could write to, and the system ones. Objects in any other namespace belong to
 /// tests that run alongside without the cluster lock (each in a namespace of its own).
-const WATCHED_NAMESPACES: [&str; 8] = [
+const WATCHED_NAMESPACES: [&str; 10] = [
     "default",
     "kube-system",
     "kube-public",
@@ -26,6 +26,8 @@ const WATCHED_NAMESPACES: [&str; 8] = [
     "flagger-system",
     "gridos",
     "other-app",
+    "gridos-gateway",
+    "aks-istio-system",
 ];
 
 /// Kinds the control plane itself rewrites all the time (heartbeats, events), whatever a client does.
@@ -37,7 +39,7 @@ fn volatile(group: &str, kind: &str) -> bool {
 }
 
 /// `group/kind namespace/name resourceVersion` of every listable object in scope.
-async fn snapshot(c: &Client) -> BTreeSet<String> {
+pub(crate) async fn snapshot(c: &Client) -> BTreeSet<String> {
     let discovery = Discovery::new(c.clone()).run().await.expect("discovery");
     let mut out = BTreeSet::new();
     for group in discovery.groups() {

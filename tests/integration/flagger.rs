@@ -32,6 +32,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::gateway_rig::{AppRoutingIstio, enable_gateway_api, gateway_api};
 use crate::util::{
     Proc, TempDir, client, cluster_lock, gridos_k, kubeconfig, ok, on_path, reset, standin_bin,
     stderr, stdout, wait_http_ok,
@@ -39,6 +40,7 @@ use crate::util::{
 
 const APP_NS: &str = "gridos";
 const FLAGGER_NS: &str = "flagger-system";
+const GATEWAY_NS: &str = "gridos-gateway";
 const HOST: &str = "app.example.com";
 const OLD_IMAGE: &str = "registry.example/gridos:1.0.0";
 /// The load tester's port here: its 8080 is also Flagger's, and all processes share one network namespace.
@@ -213,10 +215,20 @@ async fn flagger_pod_ip_on_lo(c: &Client) {
     }
 }
 
+/// The traffic layer a scenario installs (`--traffic`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layer {
+    IngressNginx,
+    /// AKS application routing's Gateway API: the CRDs and the approuting-istio controller as
+    /// stand-ins (gateway_rig.rs), the data plane from `ingress-nginx-standin --gateway-api`.
+    GatewayApi,
+}
+
 /// Everything that runs for one scenario; stopped (killed) at drop.
 struct Canary {
     c: Client,
     procs: Vec<Proc>,
+    _gateway: Option<AppRoutingIstio>,
     dir: TempDir,
     started: Instant,
 }
@@ -224,11 +236,21 @@ struct Canary {
 impl Canary {
     /// Resets the cluster, installs with `sets`, creates the app, starts the data-plane stand-in,
     /// Prometheus, the load tester and Flagger, and waits until Flagger has initialized the canary.
-    async fn start(sets: &[&str]) -> Canary {
+    async fn start(layer: Layer, sets: &[&str]) -> Canary {
         let started = Instant::now();
         let c = client().await;
         reset(&c).await;
+        let gateway = match layer {
+            Layer::IngressNginx => None,
+            Layer::GatewayApi => {
+                enable_gateway_api(&c).await;
+                Some(AppRoutingIstio::start(&c).await)
+            }
+        };
         let mut args = vec!["install", "--profile", "nginx", "--host", HOST, "--yes"];
+        if layer == Layer::GatewayApi {
+            args.extend(["--traffic", "gateway-api"]);
+        }
         for s in sets {
             args.extend(["--set", *s]);
         }
@@ -238,6 +260,7 @@ impl Canary {
         let mut me = Canary {
             c: c.clone(),
             procs: Vec::new(),
+            _gateway: gateway,
             dir,
             started,
         };
@@ -250,10 +273,22 @@ impl Canary {
             .args(["--search-namespace", FLAGGER_NS])
             .arg("--moved")
             .arg(format!("{APP_NS}/flagger-loadtester={LOADTESTER_PORT}"));
+        if layer == Layer::GatewayApi {
+            // the gateway pods AKS runs for Gateway gridos (gridos-approuting-istio), Istio's metrics port
+            standin.args([
+                "--gateway-api",
+                "--controller-namespace",
+                GATEWAY_NS,
+                "--controller-selector",
+                "gateway.networking.k8s.io/gateway-name=gridos",
+                "--metrics-port",
+                "15020",
+            ]);
+        }
         let p = Proc::spawn("ingress-nginx-standin", &mut standin, &me.dir.0);
         me.procs.push(p);
         // the Ingress passes the controller's admission webhook, which the stand-in serves
-        create_app(&c, &me).await;
+        create_app(&c, &me, layer).await;
         let t0 = Instant::now();
         let mut prom =
             deployment_command(&c, FLAGGER_NS, "flagger-prometheus", &me.dir.0, &[]).await;
@@ -395,9 +430,10 @@ fn canary_wait() -> Child {
         .expect("canary wait")
 }
 
-/// The app as the user's chart would create it: Deployment gridos and its Ingress to Service gridos
-/// (which Flagger generates from the Canary).
-async fn create_app(c: &Client, run: &Canary) {
+/// The app as the user's chart would create it: Deployment gridos and, with ingress-nginx, its
+/// Ingress to Service gridos (which Flagger generates from the Canary). With the Gateway API the
+/// chart has no route: Flagger owns the HTTPRoute.
+async fn create_app(c: &Client, run: &Canary, layer: Layer) {
     let dep: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "gridos", "namespace": APP_NS, "labels": {"app.kubernetes.io/name": "gridos"}},
         "spec": {
@@ -422,6 +458,9 @@ async fn create_app(c: &Client, run: &Canary) {
         .create(&PostParams::default(), &dep)
         .await
         .expect("create Deployment gridos");
+    if layer == Layer::GatewayApi {
+        return;
+    }
     let ing: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
         "metadata": {"name": "gridos", "namespace": APP_NS},
         "spec": {
@@ -474,7 +513,7 @@ fn prom_query(q: &str) -> Vec<Value> {
 #[tokio::test]
 async fn cluster_flagger_healthy_rollout_is_promoted() {
     let _l = cluster_lock().await;
-    let run = Canary::start(&["canary.interval=10s"]).await;
+    let run = Canary::start(Layer::IngressNginx, &["canary.interval=10s"]).await;
     // Prometheus found the controller pods through our scrape configuration (kubernetes_sd).
     let up = prom_query(r#"up{app_kubernetes_io_component="controller"}"#);
     assert!(
@@ -580,13 +619,16 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
             }
         });
     }
-    let run = Canary::start(&[
-        "canary.interval=5s",
-        "canary.threshold=2",
-        "alerting.provider=slack",
-        "alerting.secretName=gridos-alerts",
-        "alerting.channel=releases",
-    ])
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &[
+            "canary.interval=5s",
+            "canary.threshold=2",
+            "alerting.provider=slack",
+            "alerting.secretName=gridos-alerts",
+            "alerting.channel=releases",
+        ],
+    )
     .await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "gridos-alerts", "namespace": APP_NS},
@@ -645,7 +687,11 @@ async fn expect_rollback(run: &Canary, image: &str) -> (Value, String) {
 #[tokio::test]
 async fn cluster_flagger_slow_canary_rolls_back_on_latency() {
     let _l = cluster_lock().await;
-    let run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=5s", "canary.threshold=2"],
+    )
+    .await;
     let (_, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-slow700").await;
     assert!(err.contains("latency-p99"), "names latency-p99: {err}");
     reset(&run.c).await;
@@ -654,7 +700,11 @@ async fn cluster_flagger_slow_canary_rolls_back_on_latency() {
 #[tokio::test]
 async fn cluster_flagger_prometheus_down_never_promotes() {
     let _l = cluster_lock().await;
-    let mut run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
+    let mut run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=5s", "canary.threshold=2"],
+    )
+    .await;
     let wait = canary_wait();
     set_image(&run.c, "registry.example/gridos:1.1.0").await;
     // Stop Prometheus once traffic shifts (the analysis has begun).
@@ -705,7 +755,11 @@ async fn cluster_flagger_prometheus_down_never_promotes() {
 #[tokio::test]
 async fn cluster_flagger_failing_pre_rollout_stops_the_rollout() {
     let _l = cluster_lock().await;
-    let run = Canary::start(&["canary.interval=5s", "canary.threshold=2"]).await;
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=5s", "canary.threshold=2"],
+    )
+    .await;
     // Every answer of this version is a 503, so the acceptance test's curl fails.
     let (summary, _) = expect_rollback(&run, "registry.example/gridos:1.1.0-err100").await;
     assert_eq!(
@@ -721,6 +775,93 @@ async fn cluster_flagger_failing_pre_rollout_stops_the_rollout() {
     assert!(
         !lt.contains("hey -z"),
         "no rollout webhook after a failed pre-rollout:\n{lt}"
+    );
+    reset(&run.c).await;
+}
+
+#[tokio::test]
+async fn cluster_gateway_flagger_healthy_rollout_is_promoted() {
+    let _l = cluster_lock().await;
+    // 15s, not 10s as for ingress-nginx: the first check after weight 10 needs two scrapes (5s
+    // apart) of the canary's first series in Prometheus, which 10s did not always leave.
+    let run = Canary::start(Layer::GatewayApi, &["canary.interval=15s"]).await;
+    // Prometheus found the gateway pods through their prometheus.io annotations (job gateway-pods).
+    let up = prom_query(r#"up{job="gateway-pods"}"#);
+    assert!(
+        up.iter().any(|s| s["value"][1] == "1"),
+        "Prometheus scrapes the gateway pods: {up:?}\n{}",
+        run.logs()
+    );
+    // Flagger made the HTTPRoute named after the Service, attached to our Gateway, and the
+    // approuting-istio stand-in accepted it.
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(run.c.clone(), APP_NS, &gateway_api("HTTPRoute"));
+    let route = routes
+        .get("gridos")
+        .await
+        .expect("HTTPRoute gridos (Flagger's)");
+    assert_eq!(
+        route.data["spec"]["parentRefs"][0],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gridos", "namespace": GATEWAY_NS}),
+        "{}",
+        route.data["spec"]
+    );
+    assert_eq!(route.data["spec"]["hostnames"], json!([HOST]));
+    let new = "registry.example/gridos:1.1.0";
+    let (code, summary, err) = run.release(new).await;
+    assert_eq!(
+        code,
+        0,
+        "canary wait exits 0: {err}\n{summary}\n{}",
+        run.logs()
+    );
+    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
+    assert_eq!(summary["failedChecks"], 0, "{summary}\n{}", run.logs());
+    assert_eq!(run.primary_image().await, new);
+    // The rollout load test went through the gateway's Service with the app's host.
+    let lt = run.proc("loadtester").log();
+    assert!(
+        lt.contains("hey -z") && lt.contains("gridos-approuting-istio.gridos-gateway"),
+        "rollout webhook through the gateway ran:\n{lt}"
+    );
+    // The canary's series as the Istio gateway labels them, through the real scrape path.
+    let series = prom_query(
+        r#"sum by (destination_service) (istio_requests_total{reporter="source",destination_service="gridos-canary.gridos.svc.cluster.local"})"#,
+    );
+    assert!(!series.is_empty(), "canary series: {series:?}");
+    // After promotion Flagger routes everything to the primary again.
+    let route = routes.get("gridos").await.expect("HTTPRoute gridos");
+    let weights: Vec<(String, i64)> = route.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or_default().to_string(),
+                b["weight"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert!(
+        weights.contains(&("gridos-primary".into(), 100))
+            && weights.contains(&("gridos-canary".into(), 0)),
+        "weights after promotion: {weights:?}"
+    );
+    reset(&run.c).await;
+}
+
+#[tokio::test]
+async fn cluster_gateway_flagger_errors_roll_back() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(
+        Layer::GatewayApi,
+        &["canary.interval=5s", "canary.threshold=2"],
+    )
+    .await;
+    let (summary, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-err3").await;
+    assert!(
+        err.contains("istio-success-rate"),
+        "names the failed Istio check: {err}\n{summary}"
     );
     reset(&run.c).await;
 }

@@ -178,10 +178,6 @@ async fn delete_wait_crd(crds: &Api<CustomResourceDefinition>, name: &str) {
 /// What the Istio service-mesh add-on leaves in a cluster (Microsoft Learn, application routing
 /// Gateway API, limitations: the two cannot be enabled together): its control-plane namespace
 /// `aks-istio-system`, GatewayClass `istio` and the Istio CRDs (`*.networking.istio.io`; one here).
-#[expect(
-    dead_code,
-    reason = "the check --pre tests use it once the product side is merged"
-)]
 pub async fn enable_istio_mesh_marks(c: &Client) {
     use k8s_openapi::api::core::v1::Namespace;
     let ns: Namespace =
