@@ -111,23 +111,78 @@ pub struct ObjectResult {
 }
 
 /// The cluster's API resources; refreshed after CRDs become Established.
+///
+/// The core group (`""`, version `v1`) is not discovered but known: its kinds are GA, served by
+/// every apiserver and never removed, so asking `/api` on each run would only cost a request.
 pub struct Resolver {
     discovery: Discovery,
 }
 
+/// Core `v1` kinds gridos-setup renders, reads or may find in an ApplySet record, with their scope.
+fn core_kind(kind: &str) -> Option<(ApiResource, ApiCapabilities)> {
+    use k8s_openapi::api::core::v1 as core;
+    let (ar, scope) = match kind {
+        "Namespace" => (ApiResource::erase::<core::Namespace>(&()), Scope::Cluster),
+        "ServiceAccount" => (
+            ApiResource::erase::<core::ServiceAccount>(&()),
+            Scope::Namespaced,
+        ),
+        "ConfigMap" => (
+            ApiResource::erase::<core::ConfigMap>(&()),
+            Scope::Namespaced,
+        ),
+        "Secret" => (ApiResource::erase::<core::Secret>(&()), Scope::Namespaced),
+        "Service" => (ApiResource::erase::<core::Service>(&()), Scope::Namespaced),
+        "Pod" => (ApiResource::erase::<core::Pod>(&()), Scope::Namespaced),
+        "Endpoints" => (
+            ApiResource::erase::<core::Endpoints>(&()),
+            Scope::Namespaced,
+        ),
+        "PersistentVolumeClaim" => (
+            ApiResource::erase::<core::PersistentVolumeClaim>(&()),
+            Scope::Namespaced,
+        ),
+        "ResourceQuota" => (
+            ApiResource::erase::<core::ResourceQuota>(&()),
+            Scope::Namespaced,
+        ),
+        "LimitRange" => (
+            ApiResource::erase::<core::LimitRange>(&()),
+            Scope::Namespaced,
+        ),
+        _ => return None,
+    };
+    let caps = ApiCapabilities {
+        scope,
+        subresources: Vec::new(),
+        operations: Vec::new(),
+    };
+    Some((ar, caps))
+}
+
 impl Resolver {
-    /// Aggregated discovery (two requests) where the server has it, the classic walk otherwise.
+    /// Aggregated discovery of the non-core groups (one request) where the server has it, the
+    /// classic walk otherwise.
     pub async fn new(client: &Client, deadline: Option<Instant>) -> Result<Self, ApplyError> {
         let discovery = with_retry("discovery", deadline, || async {
-            match Discovery::new(client.clone()).run_aggregated().await {
+            match Discovery::new(client.clone())
+                .exclude(&[""])
+                .run_aggregated()
+                .await
+            {
                 Ok(d) => Ok(d),
                 Err(e) if crate::retry::is_transient(&e) => Err(e),
-                Err(_) => Discovery::new(client.clone()).run().await,
+                Err(_) => Discovery::new(client.clone()).exclude(&[""]).run().await,
             }
         })
         .await
         .map_err(ApplyError::Discovery)?;
         Ok(Resolver { discovery })
+    }
+
+    /// From the discovery that connecting made as its first request.
+    pub fn from_discovery(discovery: Discovery) -> Self {
+        Resolver { discovery }
     }
 
     pub fn resolve(&self, obj: &Object) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
@@ -145,12 +200,18 @@ impl Resolver {
         kind: &str,
     ) -> Option<(ApiResource, ApiCapabilities)> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        if group.is_empty() {
+            return core_kind(kind).filter(|_| version == "v1");
+        }
         self.discovery
             .resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
     }
 
     /// Whether the cluster serves `kind` in `group` at any version.
     pub fn serves(&self, group: &str, kind: &str) -> bool {
+        if group.is_empty() {
+            return core_kind(kind).is_some();
+        }
         self.discovery.get(group).is_some_and(|g| {
             g.recommended_resources()
                 .iter()

@@ -22,8 +22,30 @@ pub struct Cluster {
     pub client: Client,
     pub context: String,
     pub server: String,
-    /// The server's answer to the first request (`/version`).
-    pub version: k8s_openapi::apimachinery::pkg::version::Info,
+    /// The server's answer to `/version`, when that was the first request ([`Probe::Version`]).
+    pub version: Option<k8s_openapi::apimachinery::pkg::version::Info>,
+}
+
+/// The first request, which proves the server reachable and the credentials good before anything
+/// else happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// `/version`: for the commands that report the server's version (`check`, `status`).
+    Version,
+    /// The aggregated discovery of the API groups (`/apis`), for the commands that need discovery
+    /// anyway (install, plan, uninstall): probing with it saves them a request on every run.
+    Discovery,
+}
+
+/// What the probe learnt besides reachability.
+pub enum Probed {
+    Version,
+    /// The non-core API groups from aggregated discovery (the core group is fixed, see
+    /// `apply::Resolver`).
+    Discovery(Box<kube::Discovery>),
+    /// The server reached, but aggregated discovery not served (Kubernetes before 1.30 without the
+    /// beta feature): the caller runs the classic discovery walk.
+    NoAggregatedDiscovery,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,6 +428,14 @@ fn auth_reason(e: &kube::client::AuthError) -> String {
 /// that an unreachable server, a CA that does not match or rejected credentials fail here, before
 /// anything is rendered or written, with an error that names the cause.
 pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
+    connect_with(req, Probe::Version).await.map(|(c, _)| c)
+}
+
+/// [`connect`] with the first request of the caller's choice.
+pub async fn connect_with(
+    req: &ConnectRequest,
+    probe: Probe,
+) -> Result<(Cluster, Probed), ConnectError> {
     let kc = load_kubeconfig(req)?;
     let available: Vec<String> = kc.contexts.iter().map(|c| c.name.clone()).collect();
     let context = match &req.context {
@@ -450,16 +480,57 @@ pub async fn connect(req: &ConnectRequest) -> Result<Cluster, ConnectError> {
     ));
     let server = config.cluster_url.to_string();
     let client = build_client(&config).map_err(|e| unusable(&e, &context, &secrets))?;
-    match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
-        Ok(Ok(version)) => Ok(Cluster {
-            client,
-            context,
-            server,
-            version,
-        }),
-        Ok(Err(e)) => Err(scrub_error(classify(&e, &server, &context), &secrets)),
+    let mut cluster = Cluster {
+        client,
+        context,
+        server,
+        version: None,
+    };
+    let probed = match probe {
+        Probe::Version => Probed::Version,
+        Probe::Discovery => match probe_discovery(&cluster, &secrets).await? {
+            Some(d) => Probed::Discovery(Box::new(d)),
+            None => Probed::NoAggregatedDiscovery,
+        },
+    };
+    if !matches!(probed, Probed::Discovery(_)) {
+        cluster.version = Some(probe_version(&cluster, &secrets).await?);
+    }
+    Ok((cluster, probed))
+}
+
+async fn probe_version(
+    c: &Cluster,
+    secrets: &[String],
+) -> Result<k8s_openapi::apimachinery::pkg::version::Info, ConnectError> {
+    match tokio::time::timeout(PROBE_TIMEOUT, c.client.apiserver_version()).await {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(e)) => Err(scrub_error(classify(&e, &c.server, &c.context), secrets)),
         Err(_) => Err(ConnectError::NoAnswer {
-            server,
+            server: c.server.clone(),
+            secs: PROBE_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// Aggregated discovery of the non-core groups as the first request. `None` when the server
+/// answered but not with aggregated discovery: whatever it was, the `/version` probe that follows
+/// then reports it the way it always has.
+async fn probe_discovery(
+    c: &Cluster,
+    secrets: &[String],
+) -> Result<Option<kube::Discovery>, ConnectError> {
+    let discovery = kube::Discovery::new(c.client.clone())
+        .exclude(&[""])
+        .run_aggregated();
+    match tokio::time::timeout(PROBE_TIMEOUT, discovery).await {
+        Ok(Ok(d)) => Ok(Some(d)),
+        Ok(Err(e)) => match classify(&e, &c.server, &c.context) {
+            ConnectError::Failed { .. } => Ok(None),
+            other => Err(scrub_error(other, secrets)),
+        },
+        Err(_) => Err(ConnectError::NoAnswer {
+            server: c.server.clone(),
             secs: PROBE_TIMEOUT.as_secs(),
         }),
     }

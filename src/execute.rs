@@ -320,42 +320,27 @@ impl Execution<'_, '_, '_> {
         if known.is_some() || (!self.wait && !self.plan.layer_switch()) {
             return Ok(known);
         }
-        let t = Instant::now();
         let ns = self.plan.values.namespaces.ingress.clone();
-        self.ctx.running(
+        let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
+        self.wait_for_address(
             "ingress-nginx",
             format!("waiting for the load-balancer address of Service {CONTROLLER_SERVICE}"),
-        );
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = seen.clone();
-        let on_event = move |reason: &str, message: &str| {
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("{reason}: {message}"));
-        };
-        let (client, deadline) = (&self.ctx.client, self.ctx.deadline);
-        let lb =
-            wait::load_balancer_address(client, &ns, CONTROLLER_SERVICE, stale, deadline, on_event);
-        let result = self
-            .ctx
-            .interrupt
-            .guard(async { Ok::<_, Error>(lb.await) })
-            .await?;
-        for line in seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            self.ctx
-                .notice(format!("Service {ns}/{CONTROLLER_SERVICE}: {line}"));
-        }
-        match result {
-            Ok((_, a)) => {
-                self.ctx.timings.add(Phase::Wait, t);
-                Ok(Some(a))
-            }
-            Err(e) => {
-                self.ctx
-                    .finished("ingress-nginx", State::Failed, e.to_string());
-                Err(e.into())
-            }
-        }
+            format!("Service {ns}/{CONTROLLER_SERVICE}"),
+            |on_event| async move {
+                wait::load_balancer_address(
+                    &client,
+                    &ns,
+                    CONTROLLER_SERVICE,
+                    stale,
+                    deadline,
+                    on_event,
+                )
+                .await
+                .map(|(_, a)| a)
+            },
+        )
+        .await
+        .map(Some)
     }
 
     /// The Gateway's address once it is Programmed: as applied, or waited for (not with
@@ -374,36 +359,60 @@ impl Execution<'_, '_, '_> {
         if applied.is_some() || (!self.wait && !self.plan.layer_switch()) {
             return Ok(applied);
         }
-        let t = Instant::now();
-        self.ctx.running(
+        let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
+        let subject = format!("Gateway {ns}/{name}");
+        self.wait_for_address(
             "gateway",
-            format!("waiting for Gateway {ns}/{name} to be Programmed with an address"),
-        );
+            format!("waiting for {subject} to be Programmed with an address"),
+            subject,
+            |on_event| async move {
+                wait::gateway_programmed(&client, &ns, &name, &service, stale, deadline, on_event)
+                    .await
+                    .map(|(_, a)| a)
+            },
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Runs one address wait for `component`: the events it sees become notices about
+    /// `subject`, a failure marks the component failed.
+    async fn wait_for_address<F, Fut>(
+        &mut self,
+        component: &str,
+        running: String,
+        subject: String,
+        wait: F,
+    ) -> Result<String, Error>
+    where
+        F: FnOnce(Box<dyn Fn(&str, &str) + Send + Sync>) -> Fut,
+        Fut: std::future::Future<Output = Result<String, wait::WaitError>>,
+    {
+        let t = Instant::now();
+        self.ctx.running(component, running);
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = seen.clone();
-        let on_event = move |reason: &str, message: &str| {
+        let on_event = Box::new(move |reason: &str, message: &str| {
             sink.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(format!("{reason}: {message}"));
-        };
-        let (client, deadline) = (&self.ctx.client, self.ctx.deadline);
-        let programmed =
-            wait::gateway_programmed(client, &ns, &name, &service, stale, deadline, on_event);
+        });
+        let waiting = wait(on_event);
         let result = self
             .ctx
             .interrupt
-            .guard(async { Ok::<_, Error>(programmed.await) })
+            .guard(async { Ok::<_, Error>(waiting.await) })
             .await?;
         for line in seen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            self.ctx.notice(format!("Gateway {ns}/{name}: {line}"));
+            self.ctx.notice(format!("{subject}: {line}"));
         }
         match result {
-            Ok((_, a)) => {
+            Ok(a) => {
                 self.ctx.timings.add(Phase::Wait, t);
-                Ok(Some(a))
+                Ok(a)
             }
             Err(e) => {
-                self.ctx.finished("gateway", State::Failed, e.to_string());
+                self.ctx.finished(component, State::Failed, e.to_string());
                 Err(e.into())
             }
         }

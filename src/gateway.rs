@@ -282,6 +282,23 @@ pub fn server_minor(info: &k8s_openapi::apimachinery::pkg::version::Info) -> u32
         .unwrap_or(0)
 }
 
+/// The server's minor version: from the connection when it asked `/version`, else asked now
+/// (one request, on the Gateway API path only: the bundle AKS installs depends on it).
+pub async fn kube_minor(cluster: &crate::cluster::Cluster) -> Result<u32, Error> {
+    if let Some(info) = &cluster.version {
+        return Ok(server_minor(info));
+    }
+    let info = cluster
+        .client
+        .apiserver_version()
+        .await
+        .map_err(|e| Error::Api {
+            context: "reading the server's version (/version)".into(),
+            source: e,
+        })?;
+    Ok(server_minor(&info))
+}
+
 /// For install: the first failed prerequisite as the error that stops it before any write.
 pub async fn require(client: &Client, kube_minor: u32) -> Result<Vec<Check>, Error> {
     let checks = checks(client, kube_minor).await;

@@ -733,76 +733,49 @@ fn appgw_create_step(address: &str) -> Step {
 fn appgw_backend_steps(v: &Values, address: &str) -> Vec<Step> {
     let host = v.host.as_str();
     let t = target(v);
-    let probe = if t.gateway {
-        let port = render::GATEWAY_STATUS_PORT.to_string();
-        Step {
-            title: "Probe the Gateway's readiness, not the app".into(),
-            commands: vec![guarded_words(
-                gw_args("probe", "show", PROBE, &[]),
-                gw_args(
-                    "probe",
-                    "create",
-                    PROBE,
-                    &[
-                        "--protocol",
-                        "Http",
-                        "--host",
-                        APPGW_PROBE_HOST,
-                        "--port",
-                        &port,
-                        "--path",
-                        GATEWAY_READY_PATH,
-                        "--interval",
-                        "30",
-                        "--timeout",
-                        "30",
-                        "--threshold",
-                        "3",
-                        "--match-status-codes",
-                        "200-399",
-                    ],
-                ),
-            )],
-            note: Some(format!(
+    let port = render::GATEWAY_STATUS_PORT.to_string();
+    // Where the probe goes: the gateway's status port and readiness path, or nginx's /healthz.
+    let (title, target_args, note): (&str, Vec<&str>, String) = if t.gateway {
+        (
+            "Probe the Gateway's readiness, not the app",
+            vec!["--port", &port, "--path", GATEWAY_READY_PATH],
+            format!(
                 "an Istio gateway answers 404 on port 80 for any host without a route, and with Host {host} the probe would go \
                  through Flagger's HTTPRoute split, so a failing canary could take the gateway's only backend down for everyone; \
                  port {port} {GATEWAY_READY_PATH} is the gateway pods' own readiness endpoint (the Gateway's Service exposes the \
                  status port)"
-            )),
-        }
+            ),
+        )
     } else {
-        Step {
-            title: "Probe the ingress controller itself, not the app".into(),
-            commands: vec![guarded_words(
-                gw_args("probe", "show", PROBE, &[]),
-                gw_args(
-                    "probe",
-                    "create",
-                    PROBE,
-                    &[
-                        "--protocol",
-                        "Http",
-                        "--host",
-                        APPGW_PROBE_HOST,
-                        "--path",
-                        "/healthz",
-                        "--interval",
-                        "30",
-                        "--timeout",
-                        "30",
-                        "--threshold",
-                        "3",
-                        "--match-status-codes",
-                        "200-399",
-                    ],
-                ),
-            )],
-            note: Some(format!(
+        (
+            "Probe the ingress controller itself, not the app",
+            vec!["--path", "/healthz"],
+            format!(
                 "Host {APPGW_PROBE_HOST} matches no Ingress, so ingress-nginx's default server answers /healthz; with Host {host} \
                  the probe would go through the app's Ingress and Flagger's split, and a failing canary could take the gateway's \
                  only backend down for everyone"
-            )),
-        }
+            ),
+        )
+    };
+    let mut probe_args = vec!["--protocol", "Http", "--host", APPGW_PROBE_HOST];
+    probe_args.extend(target_args);
+    probe_args.extend([
+        "--interval",
+        "30",
+        "--timeout",
+        "30",
+        "--threshold",
+        "3",
+        "--match-status-codes",
+        "200-399",
+    ]);
+    let probe = Step {
+        title: title.into(),
+        commands: vec![guarded_words(
+            gw_args("probe", "show", PROBE, &[]),
+            gw_args("probe", "create", PROBE, &probe_args),
+        )],
+        note: Some(note),
     };
     vec![
         Step {
@@ -1506,7 +1479,7 @@ fn afd_origin_check_step(v: &Values) -> Step {
                  Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
                  (az afd profile show --query frontDoorId). {}, so do it in the app (e.g. a middleware that answers 403). {}",
                 if t.gateway {
-                    "Flagger owns the HTTPRoute, so no header match can be added there"
+                    "Flagger owns the HTTPRoute and replaces any header match added to it"
                 } else {
                     "Snippets are disabled in this install (allow-snippet-annotations: false)"
                 },
@@ -1631,10 +1604,22 @@ fn app_steps(v: &Values) -> Vec<Step> {
     let host = &v.host;
     let app = &v.namespaces.app;
     let flagger = &v.namespaces.flagger;
-    if target(v).gateway {
-        return gateway_app_steps(v);
-    }
-    vec![
+    let gateway = target(v).gateway;
+    let deploy = if gateway {
+        Step {
+            title: "Deploy gridos with its Helm chart, without an Ingress".into(),
+            commands: vec![format!(
+                "helm upgrade --install gridos <chart> -n {app} --set fullnameOverride=gridos \
+                 --set service.type=ClusterIP --set ingress.enabled=false"
+            )],
+            note: Some(format!(
+                "the app's Deployment and Service must be named gridos: the Canary targets deployment/gridos, Flagger takes \
+                 the Service gridos over and creates the HTTPRoute gridos in {app} on Gateway {}/{} for {host} \
+                 (do not create one yourself: Flagger overwrites it)",
+                v.namespaces.gateway, v.gateway.name
+            )),
+        }
+    } else {
         Step {
             title: "Deploy gridos with its Helm chart behind the ingress".into(),
             commands: vec![format!(
@@ -1649,7 +1634,27 @@ fn app_steps(v: &Values) -> Vec<Step> {
                  deployment/gridos and ingress/gridos, and Flagger takes the Service gridos over"
                     .into(),
             ),
-        },
+        }
+    };
+    let (weight, weight_note) = if gateway {
+        (
+            format!(
+                "kubectl get httproute gridos -n {app} \
+                 -o jsonpath='{{range .spec.rules[0].backendRefs[*]}}{{.name}}={{.weight}} {{end}}'"
+            ),
+            "the last command prints the weights of gridos-primary and gridos-canary in the HTTPRoute right now",
+        )
+    } else {
+        (
+            format!(
+                "kubectl get ingress gridos-canary -n {app} \
+                 -o jsonpath='{{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}}'"
+            ),
+            "the last command prints the share of traffic the canary gets right now",
+        )
+    };
+    vec![
+        deploy,
         Step {
             title: "Trigger a canary release by changing the image".into(),
             commands: vec![format!(
@@ -1663,14 +1668,9 @@ fn app_steps(v: &Values) -> Vec<Step> {
                 format!("kubectl get canaries -n {app} --watch"),
                 format!("kubectl describe canary gridos -n {app}"),
                 format!("kubectl logs -n {flagger} deploy/flagger -f"),
-                format!(
-                    "kubectl get ingress gridos-canary -n {app} \
-                     -o jsonpath='{{.metadata.annotations.nginx\\.ingress\\.kubernetes\\.io/canary-weight}}'"
-                ),
+                weight,
             ],
-            note: Some(
-                "the last command prints the share of traffic the canary gets right now".into(),
-            ),
+            note: Some(weight_note.into()),
         },
         Step {
             title: "Gate a pipeline on the outcome".into(),
@@ -1690,59 +1690,6 @@ fn app_steps(v: &Values) -> Vec<Step> {
             note: None,
         },
     ]
-}
-
-/// The app steps of the Gateway API layer: no Ingress (Flagger creates the HTTPRoute), the
-/// weights read from the HTTPRoute.
-fn gateway_app_steps(v: &Values) -> Vec<Step> {
-    let app = &v.namespaces.app;
-    let flagger = &v.namespaces.flagger;
-    let mut steps = vec![
-        Step {
-            title: "Deploy gridos with its Helm chart, without an Ingress".into(),
-            commands: vec![format!(
-                "helm upgrade --install gridos <chart> -n {app} --set fullnameOverride=gridos \
-                 --set service.type=ClusterIP --set ingress.enabled=false"
-            )],
-            note: Some(format!(
-                "the app's Deployment and Service must be named gridos: the Canary targets deployment/gridos, Flagger takes \
-                 the Service gridos over and creates the HTTPRoute gridos in {app} on Gateway {}/{} for {} \
-                 (do not create one yourself: Flagger overwrites it)",
-                v.namespaces.gateway, v.gateway.name, v.host
-            )),
-        },
-        Step {
-            title: "Trigger a canary release by changing the image".into(),
-            commands: vec![format!(
-                "kubectl set image deployment/gridos gridos=<registry>/gridos-api:<tag> -n {app}"
-            )],
-            note: None,
-        },
-        Step {
-            title: "Watch the canary".into(),
-            commands: vec![
-                format!("kubectl get canaries -n {app} --watch"),
-                format!("kubectl describe canary gridos -n {app}"),
-                format!("kubectl logs -n {flagger} deploy/flagger -f"),
-                format!(
-                    "kubectl get httproute gridos -n {app} \
-                     -o jsonpath='{{range .spec.rules[0].backendRefs[*]}}{{.name}}={{.weight}} {{end}}'"
-                ),
-            ],
-            note: Some(
-                "the last command prints the weights of gridos-primary and gridos-canary in the HTTPRoute right now".into(),
-            ),
-        },
-    ];
-    let mut rest = app_steps(&Values {
-        traffic: profile::Traffic {
-            layer: TrafficLayer::IngressNginx,
-        },
-        ..v.clone()
-    });
-    // The pipeline gate and the aliases are the same on both layers.
-    steps.extend(rest.drain(3..));
-    steps
 }
 
 /// The dashboard, when Grafana is installed (`grafana.enabled`): reached through a port-forward only.

@@ -136,10 +136,10 @@ pub async fn plan_locked(
     reporter: &dyn Reporter,
     interrupt: &Interrupt,
 ) -> Result<Plan, Error> {
-    let cluster = cluster::connect(&req.connect).await?;
+    let (cluster, probed) = cluster::connect_with(&req.connect, cluster::Probe::Discovery).await?;
     // What AKS must provide for the Gateway API is checked before the lock and any write.
     if values.traffic.layer == profile::TrafficLayer::GatewayApi {
-        let minor = crate::gateway::server_minor(&cluster.version);
+        let minor = crate::gateway::kube_minor(&cluster).await?;
         crate::gateway::require(&cluster.client, minor).await?;
     }
     let lock = match req.lock_wait.filter(|_| !req.dry_run) {
@@ -154,11 +154,16 @@ pub async fn plan_locked(
         }
         None => None,
     };
+    // A run that found the lock taken discovers again under it: the holder may have added CRDs.
+    let discovery = match probed {
+        cluster::Probed::Discovery(d) if !lock.as_ref().is_some_and(|l| l.contended()) => Some(*d),
+        _ => None,
+    };
     // The run's time starts once the lock is held: waiting for it has its own limit.
     let started = tokio::time::Instant::now();
     let deadline = context::deadline_after(started, req.timeout);
     let planned = async {
-        let mut plan = plan::gather(values, cluster, Some(deadline)).await?;
+        let mut plan = plan::gather(values, cluster, discovery, Some(deadline)).await?;
         plan.adoption = crate::adopt::decide(
             &plan,
             req.adopt_helm,

@@ -197,6 +197,8 @@ pub struct RunLock {
     resource_version: Arc<Mutex<String>>,
     renew: Option<tokio::task::JoinHandle<()>>,
     lost: watch::Receiver<Option<Holder>>,
+    /// Whether another run held the lock when this one first asked.
+    contended: bool,
 }
 
 fn now() -> MicroTime {
@@ -275,6 +277,7 @@ pub async fn acquire(
     let mut announced: Option<String> = None;
     let mut took_over = None;
     let api_err = |source| LockError::Api { source };
+    let mut first_try = true;
     loop {
         interrupt.check().map_err(|_| LockError::Interrupted)?;
         match api
@@ -283,9 +286,11 @@ pub async fn acquire(
         {
             Ok(l) => {
                 let waited = announced.is_some();
-                return Ok(held(api, me, l, req, started, waited, took_over));
+                let mut lock = held(api, me, l, req, started, waited, took_over);
+                lock.contended = !first_try;
+                return Ok(lock);
             }
-            Err(e) if is_conflict(&e) => {}
+            Err(e) if is_conflict(&e) => first_try = false,
             Err(e) => return Err(api_err(e)),
         }
         let Some(current) = api.get_opt(LEASE_NAME).await.map_err(api_err)? else {
@@ -330,7 +335,9 @@ pub async fn acquire(
                 Ok(l) => {
                     took_over = holder.as_deref().map(Holder::parse);
                     let waited = announced.is_some();
-                    return Ok(held(api, me, l, req, started, waited, took_over));
+                    let mut lock = held(api, me, l, req, started, waited, took_over);
+                    lock.contended = true;
+                    return Ok(lock);
                 }
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(api_err(e)),
@@ -430,6 +437,7 @@ fn held(
         resource_version: rv,
         renew: Some(renew),
         lost,
+        contended: false,
     }
 }
 
@@ -487,6 +495,12 @@ impl RunLock {
     /// The holder identity this run wrote.
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Whether another run held the lock when this one first asked: what was read before it
+    /// (discovery) may be out of date.
+    pub fn contended(&self) -> bool {
+        self.contended
     }
 
     /// Resolves when the lock was lost (another run took it over), with the new holder.
@@ -559,6 +573,7 @@ impl Drop for RunLock {
                 resource_version: self.resource_version.clone(),
                 renew: None,
                 lost: self.lost.clone(),
+                contended: self.contended,
             };
             handle.spawn(async move { rest.stop_and_delete().await });
         }

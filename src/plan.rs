@@ -164,9 +164,12 @@ pub struct Plan {
 }
 
 /// Reads what the render needs from the cluster, decides and renders: no writes.
+/// `discovery` is what connecting learnt, if it was made under the same lock; otherwise the plan
+/// discovers.
 pub async fn gather(
     mut values: Values,
     cluster: Cluster,
+    discovery: Option<kube::Discovery>,
     deadline: Option<Instant>,
 ) -> Result<Plan, Error> {
     let started = Instant::now();
@@ -174,7 +177,12 @@ pub async fn gather(
     // Independent reads: together they cost one round trip instead of three.
     let gateway = values.traffic.layer == TrafficLayer::GatewayApi;
     let (resolver, (webhook, cert_notice), before) = tokio::try_join!(
-        async { Resolver::new(&client, deadline).await.map_err(Error::from) },
+        async {
+            match discovery {
+                Some(d) => Ok(Resolver::from_discovery(d)),
+                None => Resolver::new(&client, deadline).await.map_err(Error::from),
+            }
+        },
         async {
             // The Gateway API layer has no admission webhook to certify.
             if gateway {
@@ -222,7 +230,8 @@ pub async fn gather(
     let stale = applyset::stale(&before, &after);
     let switch = switch_notice(&values, &stale);
     notices.extend(switch.clone());
-    let terminating = terminating_namespaces(&client, &objects, deadline).await?;
+    let terminating = terminating_namespaces(&client, &objects, &before, deadline).await?;
+    notices.extend(gateway_notices(&client, &values, switch.is_some(), deadline).await?);
     Ok(Plan {
         values,
         cluster,
@@ -243,12 +252,65 @@ pub async fn gather(
     })
 }
 
+/// What the Gateway API layer's plan warns about: a certificate Secret that is not there yet (the
+/// https listener stays unresolved until it is), and a switch of layer while a canary runs.
+async fn gateway_notices(
+    client: &Client,
+    values: &Values,
+    switching: bool,
+    deadline: Option<Instant>,
+) -> Result<Vec<String>, Error> {
+    let mut notices = Vec::new();
+    let secret = &values.gateway.tls.secret_name;
+    if values.traffic.layer == TrafficLayer::GatewayApi && !secret.is_empty() {
+        let ns = &values.namespaces.gateway;
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let found = with_retry("reading the certificate Secret", deadline, || {
+            api.get_metadata_opt(secret)
+        })
+        .await
+        .map_err(|e| Error::Api {
+            context: format!("reading Secret {ns}/{secret}"),
+            source: e,
+        })?;
+        if found.is_none() {
+            notices.push(format!(
+                "gateway.tls.secretName: Secret {ns}/{secret} does not exist yet; the Gateway's https listener serves \
+                 nothing until you create it (kubectl create secret tls {secret} -n {ns} --cert=<cert.pem> --key=<key.pem>)"
+            ));
+        }
+    }
+    if switching {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &values.namespaces.app,
+            &crate::canary::resource(),
+        );
+        // Flagger's CRD may not be served yet on a cluster being set up: then there is no canary.
+        if let Ok(Some(c)) = api.get_opt("gridos").await {
+            let phase = c.data["status"]["phase"].as_str().unwrap_or_default();
+            if ["Progressing", "Promoting", "Finalising", "WaitingPromotion"].contains(&phase) {
+                notices.push(format!(
+                    "the Canary gridos is {phase}: this switch restarts Flagger with the other provider and moves \
+                     Prometheus to the other layer's metrics, so the running analysis may count failed checks or roll \
+                     back; better wait until it is Succeeded or Failed (gridos-setup canary wait)"
+                ));
+            }
+        }
+    }
+    Ok(notices)
+}
+
 /// The rendered namespaces that are being deleted (a prune or uninstall moments ago, e.g. a layer
 /// switched there and back): nothing can be created in them until they are gone, and the API
 /// server answers such writes with Forbidden, which must not read as missing permissions.
+/// Only namespaces the record does not hold are read: a member is not being deleted by a
+/// gridos-setup run (prune and uninstall drop what they delete from the record), so a re-run
+/// costs no request here.
 async fn terminating_namespaces(
     client: &Client,
     objects: &[Object],
+    before: &ApplySetRecord,
     deadline: Option<Instant>,
 ) -> Result<Vec<String>, Error> {
     let api: Api<Namespace> = Api::all(client.clone());
@@ -256,6 +318,7 @@ async fn terminating_namespaces(
         .iter()
         .filter(|o| o.kind() == "Namespace")
         .map(Object::name)
+        .filter(|n| !before.members.contains(&applyset::namespace_member_id(n)))
         .collect();
     let found = futures::future::try_join_all(names.iter().map(|n| {
         let api = api.clone();
@@ -520,6 +583,45 @@ mod tests {
         };
         assert_eq!(component_of(&o("flagger-crds.yaml.hbs")), "flagger");
         assert_eq!(component_of(&o("ingress-nginx.yaml.hbs")), "ingress-nginx");
+    }
+
+    fn stale(api_version: &str, kind: &str, name: &str) -> Stale {
+        Stale {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some("x".into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_switch_of_layer_is_told_by_what_goes_and_says_what_to_change() {
+        let controller = stale("apps/v1", "Deployment", "ingress-nginx-controller");
+        let gateway = stale("gateway.networking.k8s.io/v1", "Gateway", "gridos");
+        let other = stale("apps/v1", "Deployment", "grafana");
+        assert!(is_layer_switch(std::slice::from_ref(&controller)));
+        assert!(is_layer_switch(std::slice::from_ref(&gateway)));
+        assert!(!is_layer_switch(std::slice::from_ref(&other)));
+
+        let mut v = profile::builtin("appgw").unwrap();
+        v.host = "app.example.com".into();
+        assert_eq!(switch_notice(&v, std::slice::from_ref(&other)), None);
+        v.traffic.layer = TrafficLayer::GatewayApi;
+        let to_gateway = switch_notice(&v, &[controller]).unwrap();
+        assert!(
+            to_gateway.contains("before ingress-nginx is removed"),
+            "{to_gateway}"
+        );
+        assert!(to_gateway.contains("backend pool"), "{to_gateway}");
+        assert!(!to_gateway.contains("pinned"), "{to_gateway}");
+        v.traffic.layer = TrafficLayer::IngressNginx;
+        v.ingress_controller.service.private_ip = "10.224.0.250".into();
+        let back = switch_notice(&v, &[gateway]).unwrap();
+        assert!(
+            back.contains("kubectl delete httproute gridos -n gridos"),
+            "{back}"
+        );
+        assert!(back.contains("pinned"), "{back}");
     }
 
     #[test]

@@ -358,9 +358,9 @@ pub async fn check(req: &CheckRequest) -> Result<Report, Error> {
         }
     };
     // Connecting asked `/version` already: the answer is the version check.
-    report
-        .checks
-        .push(version_check(&cluster.version, &cluster.server));
+    if let Some(version) = &cluster.version {
+        report.checks.push(version_check(version, &cluster.server));
+    }
     if req.pre {
         pre(values, &cluster, &mut report).await?;
     } else {
@@ -374,7 +374,7 @@ async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(
     let gateway = values.traffic.layer == profile::TrafficLayer::GatewayApi;
     report.checks.push(aks(client, &cluster.server).await);
     // What install would apply, decided exactly as install decides it: its plan.
-    let plan = plan::gather(values.clone(), cluster.clone(), None).await;
+    let plan = plan::gather(values.clone(), cluster.clone(), None, None).await;
     match &plan {
         Ok(p) => report.checks.push(service_monitor(&p.service_monitor)),
         Err(Error::Preflight { problem, hint }) => {
@@ -394,7 +394,7 @@ async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(
     report.checks.push(helm_conflicts(client).await);
     if gateway {
         // Application routing is a prerequisite here, not a second NGINX.
-        let minor = crate::gateway::server_minor(&cluster.version);
+        let minor = crate::gateway::kube_minor(cluster).await?;
         report
             .checks
             .extend(crate::gateway::checks(client, minor).await);
@@ -569,7 +569,7 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
         report.checks.push(webhook_certificate(client, &ns).await);
     }
     if let Some(gw) = members.iter().find(|m| m.kind == "Gateway") {
-        let minor = crate::gateway::server_minor(&cluster.version);
+        let minor = crate::gateway::kube_minor(cluster).await?;
         report
             .checks
             .extend(crate::gateway::checks(client, minor).await);

@@ -101,9 +101,8 @@ pub fn profile_choices() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// Shows the picker of built-in profiles and returns the chosen one's name.
-pub fn pick_profile() -> Result<String, PromptError> {
-    let choices = profile_choices();
+/// A picker of `(name, description)` lines, the first preselected; returns the chosen name.
+fn pick(prompt: &str, choices: &[(&'static str, &'static str)]) -> Result<String, PromptError> {
     let width = choices.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
     let items: Vec<String> = choices
         .iter()
@@ -111,11 +110,19 @@ pub fn pick_profile() -> Result<String, PromptError> {
         .collect();
     let _asking = Asking::start();
     let i = Select::with_theme(&ColorfulTheme::default())
-        .with_prompt("Which front does the cluster sit behind? (arrows, Enter)")
+        .with_prompt(prompt)
         .items(&items)
         .default(0)
         .interact_on(&Term::stderr())?;
     Ok(choices[i].0.to_string())
+}
+
+/// Shows the picker of built-in profiles and returns the chosen one's name.
+pub fn pick_profile() -> Result<String, PromptError> {
+    pick(
+        "Which front does the cluster sit behind? (arrows, Enter)",
+        &profile_choices(),
+    )
 }
 
 /// One line per traffic layer for the picker: what routes the traffic, what the cluster needs first.
@@ -139,19 +146,10 @@ pub fn layer_choices() -> Vec<(&'static str, &'static str)> {
 
 /// Shows the picker of traffic layers (after the profile) and returns the chosen one's value.
 pub fn pick_layer() -> Result<String, PromptError> {
-    let choices = layer_choices();
-    let width = choices.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    let items: Vec<String> = choices
-        .iter()
-        .map(|(n, d)| format!("{n:width$}  {d}"))
-        .collect();
-    let _asking = Asking::start();
-    let i = Select::with_theme(&ColorfulTheme::default())
-        .with_prompt("Which traffic layer routes the app and shifts the canary? (arrows, Enter)")
-        .items(&items)
-        .default(0)
-        .interact_on(&Term::stderr())?;
-    Ok(choices[i].0.to_string())
+    pick(
+        "Which traffic layer routes the app and shifts the canary? (arrows, Enter)",
+        &layer_choices(),
+    )
 }
 
 /// Asks for the host until it is a valid DNS name (the same check as `--host`).

@@ -59,6 +59,25 @@ fn guidance_frontdoor_private_link_text() {
     );
 }
 
+/// Every command of the guidance parses as shell (`bash -n`).
+pub fn assert_valid_shell(g: &Guidance, what: &str) {
+    let script: String = g
+        .next_steps
+        .iter()
+        .flat_map(|s| s.commands.iter())
+        .map(|c| format!("{c}\n"))
+        .collect();
+    let out = std::process::Command::new("bash")
+        .args(["-n", "-c", &script])
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every command of the guidance parses as shell (`bash -n`), with its values as single words.
 #[test]
 fn guidance_commands_are_valid_shell() {
@@ -69,21 +88,7 @@ fn guidance_commands_are_valid_shell() {
         ("frontdoor", &["frontDoor.privateLink=true"][..]),
     ] {
         let g = guide_with(profile, sets, "203.0.113.10");
-        let script: String = g
-            .next_steps
-            .iter()
-            .flat_map(|s| s.commands.iter())
-            .map(|c| format!("{c}\n"))
-            .collect();
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &script])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{profile} {sets:?}: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_valid_shell(&g, &format!("{profile} {sets:?}"));
         for c in g.next_steps.iter().flat_map(|s| s.commands.iter()) {
             if c.contains("--origin-host-header") {
                 let words = shlex::split(c.rsplit("|| ").next().unwrap()).unwrap();

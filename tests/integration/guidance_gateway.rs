@@ -76,21 +76,7 @@ fn guidance_gateway_commands_are_valid_shell() {
         ("frontdoor", &["frontDoor.privateLink=true"][..]),
     ] {
         let g = guide(profile, sets, Some("203.0.113.10"));
-        let script: String = g
-            .next_steps
-            .iter()
-            .flat_map(|s| s.commands.iter())
-            .map(|c| format!("{c}\n"))
-            .collect();
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &script])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{profile} {sets:?}: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::guidance::assert_valid_shell(&g, &format!("{profile} {sets:?}"));
     }
 }
 

@@ -6,7 +6,7 @@ use crate::util::{gridos, stderr, stdout};
 
 const HOST: &str = "app.example.com";
 
-fn render(profile: &str, extra: &[&str]) -> String {
+pub fn render(profile: &str, extra: &[&str]) -> String {
     let mut args = vec!["render", "--profile", profile, "--host", HOST];
     args.extend_from_slice(extra);
     let out = gridos(&args);
@@ -18,7 +18,7 @@ fn render(profile: &str, extra: &[&str]) -> String {
     stdout(&out)
 }
 
-fn documents(yaml: &str) -> Vec<serde_json::Value> {
+pub fn documents(yaml: &str) -> Vec<serde_json::Value> {
     yaml.split("\n---\n")
         .map(|d| d.trim_start_matches("---\n"))
         .filter(|d| !d.trim().is_empty())
@@ -26,7 +26,7 @@ fn documents(yaml: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+pub fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
@@ -282,7 +282,7 @@ pub fn tempdir() -> std::path::PathBuf {
 }
 
 /// Runs render with bad input: exit code 2, nothing on stdout, one line on stderr containing each of `expect`.
-fn refused(args: &[&str], expect: &[&str]) {
+pub fn refused(args: &[&str], expect: &[&str]) {
     let out = gridos(args);
     let err = stderr(&out);
     assert_eq!(

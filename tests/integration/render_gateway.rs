@@ -1,41 +1,15 @@
 //! `render --traffic gateway-api` offline: snapshots per front, what the layer leaves out and puts in, and its bad input.
 
+use crate::render_cli::{documents, find, refused};
 use crate::util::{gridos, stderr, stdout};
 
 const HOST: &str = "app.example.com";
 
+/// `render` of the profile with `--traffic gateway-api` and `extra`.
 fn render(profile: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "render",
-        "--profile",
-        profile,
-        "--host",
-        HOST,
-        "--traffic",
-        "gateway-api",
-    ];
+    let mut args = vec!["--traffic", "gateway-api"];
     args.extend_from_slice(extra);
-    let out = gridos(&args);
-    assert!(
-        out.status.success(),
-        "render {profile} --traffic gateway-api failed: {}",
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-fn documents(yaml: &str) -> Vec<serde_json::Value> {
-    yaml.split("\n---\n")
-        .map(|d| d.trim_start_matches("---\n"))
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_saphyr::from_str::<serde_json::Value>(d).expect("rendered YAML parses"))
-        .collect()
-}
-
-fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("{kind}/{name} is rendered"))
+    crate::render_cli::render(profile, &args)
 }
 
 #[test]
@@ -296,26 +270,6 @@ fn the_gateway_namespace_enforces_baseline_and_warns_at_restricted() {
     assert_eq!(l["pod-security.kubernetes.io/enforce"], "baseline");
     assert_eq!(l["pod-security.kubernetes.io/warn"], "restricted");
     assert_eq!(l["pod-security.kubernetes.io/audit"], "restricted");
-}
-
-/// Runs render with bad input: exit code 2, nothing on stdout, one line on stderr containing each of `expect`.
-fn refused(args: &[&str], expect: &[&str]) {
-    let out = gridos(args);
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2 for {args:?}; stderr: {err}"
-    );
-    assert!(stdout(&out).is_empty(), "nothing rendered for {args:?}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line for {args:?}: {err}"
-    );
-    for e in expect {
-        assert!(err.contains(e), "{args:?}: {err:?} should contain {e:?}");
-    }
 }
 
 fn render_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
