@@ -521,22 +521,7 @@ async fn cluster_flagger_healthy_rollout_is_promoted() {
         "Prometheus scrapes the controller pods: {up:?}\n{}",
         run.logs()
     );
-    let new = "registry.example/gridos:1.1.0";
-    let (code, summary, err) = run.release(new).await;
-    assert_eq!(
-        code,
-        0,
-        "canary wait exits 0: {err}\n{summary}\n{}",
-        run.logs()
-    );
-    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
-    assert_eq!(
-        summary["failedChecks"],
-        0,
-        "no failed checks: {summary}\n{}",
-        run.logs()
-    );
-    assert_eq!(run.primary_image().await, new);
+    expect_promotion(&run, "registry.example/gridos:1.1.0").await;
     // The load tester got both webhooks: the pre-rollout acceptance test and the rollout load test.
     let lt = run.proc("loadtester").log();
     assert!(lt.contains("curl -sS"), "pre-rollout webhook ran:\n{lt}");
@@ -664,6 +649,26 @@ async fn cluster_flagger_errors_roll_back_and_alert() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     reset(&run.c).await;
+}
+
+/// Releases `image` on a running canary and asserts Flagger promoted it with no failed check:
+/// `canary wait` exits 0 having seen every step weight, and the primary runs the new image.
+async fn expect_promotion(run: &Canary, image: &str) {
+    let (code, summary, err) = run.release(image).await;
+    assert_eq!(
+        code,
+        0,
+        "canary wait exits 0: {err}\n{summary}\n{}",
+        run.logs()
+    );
+    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
+    assert_eq!(
+        summary["failedChecks"],
+        0,
+        "no failed checks: {summary}\n{}",
+        run.logs()
+    );
+    assert_eq!(run.primary_image().await, image);
 }
 
 /// Releases `image` on a running canary and asserts Flagger rolled it back: `canary wait` exits 1
@@ -807,17 +812,7 @@ async fn cluster_gateway_flagger_healthy_rollout_is_promoted() {
         route.data["spec"]
     );
     assert_eq!(route.data["spec"]["hostnames"], json!([HOST]));
-    let new = "registry.example/gridos:1.1.0";
-    let (code, summary, err) = run.release(new).await;
-    assert_eq!(
-        code,
-        0,
-        "canary wait exits 0: {err}\n{summary}\n{}",
-        run.logs()
-    );
-    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
-    assert_eq!(summary["failedChecks"], 0, "{summary}\n{}", run.logs());
-    assert_eq!(run.primary_image().await, new);
+    expect_promotion(&run, "registry.example/gridos:1.1.0").await;
     // The rollout load test went through the gateway's Service with the app's host.
     let lt = run.proc("loadtester").log();
     assert!(
