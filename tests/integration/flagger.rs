@@ -812,6 +812,32 @@ async fn cluster_gateway_flagger_healthy_rollout_is_promoted() {
         route.data["spec"]
     );
     assert_eq!(route.data["spec"]["hostnames"], json!([HOST]));
+    // The gateway's Service answers by Host, as the load tester and users reach it.
+    let url = format!("http://gridos-approuting-istio.{GATEWAY_NS}/");
+    let code = |host: &str| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+                "-H",
+            ])
+            .arg(format!("Host: {host}"))
+            .arg(&url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(HOST), "200", "the app's host through the gateway");
+    assert_eq!(
+        code("other.example.com"),
+        "404",
+        "no route for another host"
+    );
     expect_promotion(&run, "registry.example/gridos:1.1.0").await;
     // The rollout load test went through the gateway's Service with the app's host.
     let lt = run.proc("loadtester").log();
