@@ -451,6 +451,52 @@ async fn cluster_gateway_install_each_front_then_rerun_changes_nothing() {
             took.as_secs_f64()
         );
     }
+    // HTTPS: with the certificate Secret the user creates in the gateway namespace, the https
+    // listener resolves it and AKS's Service gets port 443.
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "gridos-tls", "namespace": GATEWAY_NS},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "", "tls.key": ""},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), GATEWAY_NS)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("TLS Secret");
+    ok(&install_gw("frontdoor", &["--set", TLS]));
+    let gw = gateway(&c).await;
+    let https = gw.data["status"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == "https")
+        .cloned()
+        .unwrap_or_else(|| panic!("an https listener: {}", gw.data["status"]));
+    assert!(
+        https["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "ResolvedRefs" && c["status"] == "True"),
+        "the certificate resolves: {https}"
+    );
+    let svc = Api::<Service>::namespaced(c.clone(), GATEWAY_NS)
+        .get("gridos-approuting-istio")
+        .await
+        .expect("gateway Service");
+    assert!(
+        svc.spec
+            .unwrap()
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.port == 443),
+        "port 443 on the gateway Service"
+    );
+    assert_no_op(
+        &ok(&install_gw("frontdoor", &["--set", TLS])),
+        "frontdoor with TLS",
+    );
     drop(rig);
     reset(&c).await;
 }
