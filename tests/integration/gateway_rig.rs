@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::util::{Proc, TempDir, kubeconfig, standin_bin, wait_for};
 
-pub const GROUP: &str = "gateway.networking.k8s.io";
+const GROUP: &str = "gateway.networking.k8s.io";
 /// The field manager the CRDs are applied with: the stand-in for AKS's add-on manager.
 const AKS_MANAGER: &str = "aks-managed-standin";
 
@@ -45,7 +45,7 @@ fn crd_dir() -> PathBuf {
 }
 
 /// The standard-channel CRDs of the pinned bundle, as upstream ships them.
-pub fn gateway_api_crds() -> Vec<CustomResourceDefinition> {
+fn gateway_api_crds() -> Vec<CustomResourceDefinition> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(crd_dir())
         .expect("read gateway-api-crds")
         .filter_map(|e| e.ok().map(|e| e.path()))
