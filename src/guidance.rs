@@ -103,8 +103,9 @@ pub const AFD_ENDPOINT_HOST: &str = "<endpoint>.z01.azurefd.net";
 
 /// The retirement notice every profile carries.
 pub const RETIREMENT_WARNING: &str = "ingress-nginx was retired in March 2026 and gets no more \
-     security fixes. Plan the move to the Gateway API: Application Gateway for Containers on AKS, \
-     or another Gateway API implementation; Flagger supports it as provider gatewayapi:v1.";
+     security fixes. Move to the Gateway API on AKS application routing: enable it (`az aks update \
+     --enable-gateway-api`, `az aks approuting gateway istio enable`), check with `gridos-setup check \
+     --pre --traffic gateway-api`, then re-run install with `--traffic gateway-api` (see the README).";
 
 /// The shell variables the Azure commands read, each with what it stands for: the values only the
 /// user knows. The first Azure step sets them once (`NAME='<meaning>'`), so every later command can be
