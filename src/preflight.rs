@@ -594,11 +594,7 @@ fn gateway(gw: &Stale, status: &crate::status::StatusReport) -> Check {
     let id = format!("Gateway {ns}/{}", gw.name);
     match (&status.gateway, &status.address) {
         (Some(g), Some(a)) if g.programmed => {
-            let scope = if status.internal {
-                "internal"
-            } else {
-                "public"
-            };
+            let scope = status.scope();
             pass(
                 "address",
                 format!("{id} is Programmed with {scope} address {a}"),
@@ -660,11 +656,7 @@ fn address(svc: &Stale, status: &crate::status::StatusReport) -> Check {
     let ns = svc.namespace.clone().unwrap_or_default();
     match &status.address {
         Some(a) => {
-            let scope = if status.internal {
-                "internal"
-            } else {
-                "public"
-            };
+            let scope = status.scope();
             pass(
                 "address",
                 format!("Service {ns}/{} has {scope} address {a}", svc.name),

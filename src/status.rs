@@ -59,6 +59,11 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// Whether the address is the internal or the public load balancer's, as the output words it.
+    pub fn scope(&self) -> &'static str {
+        if self.internal { "internal" } else { "public" }
+    }
+
     /// Every component rolled out and an address assigned.
     pub fn healthy(&self) -> bool {
         self.installed
@@ -89,7 +94,7 @@ impl StatusReport {
                 format!("{}/{}", c.ready, c.desired)
             ));
         }
-        let scope = if self.internal { "internal" } else { "public" };
+        let scope = self.scope();
         match (&self.gateway, &self.address) {
             (Some(g), Some(a)) => out.push_str(&format!(
                 "\nGateway {}: Programmed\nGateway address ({scope}): {a}\n",

@@ -15,20 +15,13 @@ use crate::util::{client, cluster_lock, kubeconfig, stderr, stdout, unique_name}
 
 const HOST: &str = "app.example.com";
 
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// Namespaces install could write to, and the system ones. Objects in any other namespace belong to
 /// tests that run alongside without the cluster lock (each in a namespace of its own).
-const WATCHED_NAMESPACES: [&str; 10] = [
-    "default",
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "ingress-nginx",
-    "flagger-system",
-    "gridos",
-    "other-app",
-    "gridos-gateway",
-    "aks-istio-system",
-];
+fn watched(ns: &str) -> bool {
+    SYSTEM_NAMESPACES.contains(&ns) || crate::util::INSTALL_NAMESPACES.contains(&ns)
+}
 
 /// Kinds the control plane itself rewrites all the time (heartbeats, events), whatever a client does.
 fn volatile(group: &str, kind: &str) -> bool {
@@ -56,8 +49,8 @@ pub(crate) async fn snapshot(c: &Client) -> BTreeSet<String> {
                 let ns = o.metadata.namespace.clone();
                 let name = o.metadata.name.clone().unwrap_or_default();
                 let in_scope = match (&ns, ar.kind.as_str()) {
-                    (Some(ns), _) => WATCHED_NAMESPACES.contains(&ns.as_str()),
-                    (None, "Namespace") => WATCHED_NAMESPACES.contains(&name.as_str()),
+                    (Some(ns), _) => watched(ns),
+                    (None, "Namespace") => watched(&name),
                     (None, _) => true,
                 };
                 if in_scope {

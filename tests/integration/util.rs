@@ -111,6 +111,17 @@ pub fn gridos_k(args: &[&str]) -> Output {
     gridos(&all)
 }
 
+/// Namespaces an install (of either traffic layer) or a test's starting state writes to: `reset`
+/// removes them, and the "nothing written" snapshots watch them.
+pub const INSTALL_NAMESPACES: [&str; 6] = [
+    "ingress-nginx",
+    "flagger-system",
+    "gridos",
+    "other-app",
+    "gridos-gateway",
+    "aks-istio-system",
+];
+
 /// Removes everything an install leaves (members of the ApplySet, its parent, test CRDs) and waits
 /// until the namespaces and CRDs are gone, so the next test starts from a fresh cluster.
 pub async fn reset(c: &Client) {
@@ -175,14 +186,7 @@ pub async fn reset(c: &Client) {
     ];
     // All at once: each takes ~10 s (the namespace controller re-checks after the pods' grace period).
     let mut gone = Vec::new();
-    for name in [
-        "ingress-nginx",
-        "flagger-system",
-        "gridos",
-        "other-app",
-        "gridos-gateway",
-        "aks-istio-system",
-    ] {
+    for name in INSTALL_NAMESPACES {
         if let Ok(Some(ns)) = namespaces.get_opt(name).await {
             let _ = namespaces.delete(name, &dp).await;
             gone.push((name, ns.metadata.uid.unwrap_or_default()));
