@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::Client;
@@ -479,14 +478,13 @@ pub async fn claims(
         force: false,
         deadline: None,
     };
-    let results: Vec<(&Object, Result<DynamicObject, apply::ApplyError>)> = futures::stream::iter(
-        candidates
-            .into_iter()
-            .map(|o| async move { (o, apply::apply_one(client, resolver, o, opts, false).await) }),
-    )
-    .buffered(8)
-    .collect()
-    .await;
+    let results: Vec<(&Object, Result<DynamicObject, apply::ApplyError>)> =
+        apply::all_concurrently(
+            candidates
+                .into_iter()
+                .map(|o| async move { (o, apply::apply_one(client, resolver, o, opts, false).await) }),
+        )
+        .await;
     for (o, r) in results {
         match r {
             Ok(live) => {

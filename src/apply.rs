@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Future, StreamExt, TryStreamExt};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::GroupVersionKind;
@@ -394,13 +394,49 @@ pub async fn apply_many_until(
     members: &BTreeSet<String>,
     interrupt: &Interrupt,
 ) -> Result<Vec<DynamicObject>, ApplyError> {
-    futures::stream::iter(objects.iter().map(|o| async move {
+    concurrently(objects.iter().map(|o| async move {
         interrupt.check()?;
         apply_one(client, resolver, o, opts, members.contains(&member_id(o))).await
     }))
-    .buffered(CONCURRENCY)
-    .try_collect()
     .await
+}
+
+/// Runs fallible requests with at most [`CONCURRENCY`] in flight and returns their results in input
+/// order, stopping at the first error. Unlike `buffered`, a slow request (a CRD's apply compares
+/// large schemas) does not hold back the start of the ones after it.
+pub async fn concurrently<T, E, F>(requests: impl IntoIterator<Item = F>) -> Result<Vec<T>, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let mut done: Vec<(usize, T)> = futures::stream::iter(
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| async move { f.await.map(|v| (i, v)) }),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .try_collect()
+    .await?;
+    done.sort_unstable_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, v)| v).collect())
+}
+
+/// [`concurrently`] for requests that always complete (their answers carry their own errors).
+pub async fn all_concurrently<T, F>(requests: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: Future<Output = T>,
+{
+    let mut done: Vec<(usize, T)> = futures::stream::iter(
+        requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| async move { (i, f.await) }),
+    )
+    .buffer_unordered(CONCURRENCY)
+    .collect()
+    .await;
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, v)| v).collect()
 }
 
 /// How an applied object compares with before the run. Objects at or below the run's start revision
@@ -481,13 +517,11 @@ pub async fn prune_all(
     items: &[Stale],
     opts: ApplyOptions,
 ) -> Result<Vec<(Stale, bool)>, ApplyError> {
-    futures::stream::iter(items.iter().map(|s| async move {
+    concurrently(items.iter().map(|s| async move {
         prune_one(client, resolver, s, opts)
             .await
             .map(|d| (s.clone(), d))
     }))
-    .buffered(CONCURRENCY)
-    .try_collect()
     .await
 }
 
@@ -495,6 +529,41 @@ pub async fn prune_all(
 mod tests {
     use super::*;
     use crate::applyset::tests::obj;
+
+    #[tokio::test]
+    async fn a_slow_request_does_not_hold_back_the_ones_after_it() {
+        // The first request finishes only once the last one has started: that last one starts
+        // only if the requests finished meanwhile free their slots although the first is not done.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut rx = Some(rx);
+        let mut tx = Some(tx);
+        let n = CONCURRENCY + 1;
+        let requests = (0..n).map(|i| {
+            let (rx, tx) = (
+                if i == 0 { rx.take() } else { None },
+                if i == n - 1 { tx.take() } else { None },
+            );
+            async move {
+                if let Some(rx) = rx {
+                    rx.await.map_err(|_| "the last request never started")?;
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+                Ok::<_, &str>(i)
+            }
+        });
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), concurrently(requests))
+            .await
+            .expect("head-of-line blocked");
+        assert_eq!(done, Ok((0..n).collect::<Vec<_>>()), "results keep input order");
+    }
+
+    #[tokio::test]
+    async fn the_first_error_in_completion_order_stops_the_requests() {
+        let r = concurrently((0..3).map(|i| async move { if i == 1 { Err(i) } else { Ok(i) } })).await;
+        assert_eq!(r, Err(1));
+    }
 
     #[test]
     fn conflicts_are_parsed_from_the_apiserver_message() {

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -25,8 +24,6 @@ use crate::profile::{TrafficLayer, Values};
 use crate::rbac;
 use crate::render::{self, Object, RenderInputs};
 
-/// Requests in flight at once for reviews and dry runs.
-const CONCURRENCY: usize = 8;
 
 /// The rules of `gridos-setup rbac` for these values (offline render), for either traffic layer:
 /// a switch of layer prunes the other layer's kinds, and uninstall removes what either installed.
@@ -194,12 +191,10 @@ type Asks = BTreeMap<(String, String, String, Option<String>), Vec<String>>;
 async fn existing_namespaces(client: &Client, objects: &[Object]) -> BTreeSet<String> {
     let namespaces: BTreeSet<&str> = objects.iter().filter_map(|o| o.namespace()).collect();
     let api: Api<Namespace> = Api::all(client.clone());
-    let found: Vec<Option<String>> = futures::stream::iter(namespaces.into_iter().map(|ns| {
+    let found: Vec<Option<String>> = apply::all_concurrently(namespaces.into_iter().map(|ns| {
         let api = api.clone();
         async move { matches!(api.get_opt(ns).await, Ok(Some(_))).then(|| ns.to_string()) }
     }))
-    .buffered(CONCURRENCY)
-    .collect()
     .await;
     found.into_iter().flatten().collect()
 }
@@ -250,14 +245,12 @@ async fn dry_run_checks(
         deadline,
     };
     let results: Vec<(Object, Result<(), ApplyError>)> =
-        futures::stream::iter(dry.into_iter().map(|o| async move {
+        apply::all_concurrently(dry.into_iter().map(|o| async move {
             let r = apply::apply_one(client, resolver, &o, opts, true)
                 .await
                 .map(|_| ());
             (o, r)
         }))
-        .buffered(CONCURRENCY)
-        .collect()
         .await;
     for (o, r) in results {
         match r {
@@ -289,13 +282,11 @@ async fn review_checks(
     denied: &mut Denied,
     errors: &mut Vec<String>,
 ) -> Result<(), Error> {
-    let answers: Vec<_> = futures::stream::iter(asks.into_iter().map(|(k, ids)| async move {
+    let answers: Vec<_> = apply::all_concurrently(asks.into_iter().map(|(k, ids)| async move {
         let (verb, group, resource, ns) = &k;
         let r = can_i(client, verb, group, resource, ns.as_deref(), None).await;
         (k, ids, r)
     }))
-    .buffered(CONCURRENCY)
-    .collect()
     .await;
     for ((verb, group, resource, ns), ids, r) in answers {
         match r {
@@ -410,7 +401,7 @@ type Ask = (String, String, String, Option<String>, Option<String>);
 
 /// Every permission of `rules` the user lacks, cluster-wide, as `verb resource[/name]` or `verb URL`.
 pub async fn missing_rules(client: &Client, rules: &[PolicyRule]) -> Result<Vec<String>, Error> {
-    let answers: Vec<_> = futures::stream::iter(rule_asks(rules).into_iter().map(|a| async move {
+    let answers: Vec<_> = apply::all_concurrently(rule_asks(rules).into_iter().map(|a| async move {
         let (verb, group, resource, name, url) = &a;
         let r = match url {
             Some(u) => can_get_url(client, verb, u).await,
@@ -418,8 +409,6 @@ pub async fn missing_rules(client: &Client, rules: &[PolicyRule]) -> Result<Vec<
         };
         (a, r)
     }))
-    .buffered(CONCURRENCY)
-    .collect()
     .await;
     let mut missing = Vec::new();
     for ((verb, group, resource, name, url), r) in answers {

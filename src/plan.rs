@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
@@ -24,8 +23,6 @@ use crate::retry::with_retry;
 pub const CONTROLLER_SERVICE: &str = "ingress-nginx-controller";
 pub const ADMISSION_SERVICE: &str = "ingress-nginx-controller-admission";
 pub const ADMISSION_SECRET: &str = "ingress-nginx-admission";
-/// Dry runs in flight at once.
-const CONCURRENCY: usize = 8;
 
 /// Whether a Service carries Azure's internal load-balancer annotation set to "true".
 pub fn service_is_internal(s: &Service) -> bool {
@@ -479,12 +476,10 @@ impl Plan {
             deadline,
         };
         let mut results: Vec<ObjectResult> =
-            futures::stream::iter(self.objects.iter().map(|o| async move {
+            apply::concurrently(self.objects.iter().map(|o| async move {
                 let (result, _) = self.dry_run_outcome(o, opts).await?;
                 Ok::<_, Error>(ObjectResult { id: o.id(), result })
             }))
-            .buffered(CONCURRENCY)
-            .try_collect()
             .await?;
         let pruned = apply::prune_all(self.client(), &self.resolver, &self.stale, opts).await?;
         results.extend(

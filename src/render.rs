@@ -9,6 +9,7 @@ use handlebars::{
     Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
 };
 use serde_json::{Value as Json, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Error;
 use crate::profile::{AlertProviderKind, Front, Toggle, TrafficLayer, Values};
@@ -475,27 +476,56 @@ fn quote_helper(
     Ok(())
 }
 
-fn engine() -> Result<Handlebars<'static>, Error> {
+/// Compiles, renders and parses one template. A registry per template costs nothing next to the
+/// compile, and lets templates render on separate threads.
+fn render_template(name: &str, ctx: &Json) -> Result<Vec<Object>, Error> {
+    let failed = |reason: String| Error::Template {
+        template: name.to_string(),
+        reason,
+    };
+    let file = Templates::get(name).ok_or_else(|| failed("not embedded".into()))?;
+    let text = std::str::from_utf8(&file.data).map_err(|e| failed(e.to_string()))?;
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("q", Box::new(quote_helper));
-    for name in template_names() {
-        let file = Templates::get(&name).ok_or_else(|| Error::Template {
-            template: name.clone(),
-            reason: "not embedded".into(),
-        })?;
-        let text = String::from_utf8(file.data.into_owned()).map_err(|e| Error::Template {
-            template: name.clone(),
-            reason: e.to_string(),
-        })?;
-        hb.register_template_string(&name, text)
-            .map_err(|e| Error::Template {
-                template: name.clone(),
-                reason: e.to_string(),
-            })?;
-    }
-    Ok(hb)
+    hb.register_template_string(name, text)
+        .map_err(|e| failed(e.to_string()))?;
+    let rendered = hb.render(name, ctx).map_err(|e| failed(e.to_string()))?;
+    parse_documents(name, &rendered)
+}
+
+/// Every template's objects, in the order of `names`. Templates are independent, so they are
+/// spread over the machine's cores: compiling is most of a render's time (handlebars' parser
+/// computes each element's line and column by scanning from the template's start).
+fn render_templates(names: &[String], ctx: &Json) -> Result<Vec<Vec<Object>>, Error> {
+    // Largest first, so that no long template starts last.
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(Templates::get(&names[i]).map_or(0, |f| f.data.len())));
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            done.push((i, render_template(&names[i], ctx)));
+        }
+        done
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, names.len().max(1));
+    let mut done = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mut done = work();
+        for h in helpers {
+            done.extend(h.join().map_err(|_| Error::Template {
+                template: "(all)".into(),
+                reason: "a render thread panicked".into(),
+            })?);
+        }
+        Ok::<_, Error>(done)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Template file names, sorted so the output order never depends on the embedding.
@@ -548,16 +578,11 @@ fn parse_documents(template: &str, text: &str) -> Result<Vec<Object>, Error> {
 
 /// Renders every template for the values, in apply order (wave, then template and position).
 pub fn render(v: &Values, inputs: &RenderInputs) -> Result<Vec<Object>, Error> {
-    let hb = engine()?;
     let ctx = context(v, inputs)?;
-    let mut objects = Vec::new();
-    for name in template_names() {
-        let text = hb.render(&name, &ctx).map_err(|e| Error::Template {
-            template: name.clone(),
-            reason: e.to_string(),
-        })?;
-        objects.extend(parse_documents(&name, &text)?);
-    }
+    let mut objects: Vec<Object> = render_templates(&template_names(), &ctx)?
+        .into_iter()
+        .flatten()
+        .collect();
     // Stable: within a wave, objects keep their template order.
     objects.sort_by_key(|o| o.wave());
     Ok(objects)
