@@ -245,8 +245,12 @@ class Bench:
 
     def reset(self):
         """Back to a cluster without anything either contender installed."""
-        kubectl("delete", "-f", self.files["reset"], "--ignore-not-found", "--wait=true",
-                "--timeout=300s")
+        done = kubectl("delete", "-f", self.files["reset"], "--ignore-not-found", "--wait=true",
+                       "--timeout=30s", check=False)
+        if done.returncode != 0:
+            self.unstick_crds()
+            kubectl("delete", "-f", self.files["reset"], "--ignore-not-found", "--wait=true",
+                    "--timeout=300s")
         kubectl("delete", "configmap", "-n", "kube-system", "gridos-setup", "--ignore-not-found")
         for ns in self.namespaces:
             kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=300s", check=False)
@@ -254,6 +258,31 @@ class Bench:
         still = [n for n in self.namespaces if f"namespace/{n}" in left]
         if still:
             raise CommandFailed(f"reset: namespaces still present: {still}")
+
+    def unstick_crds(self):
+        """A CRD deleted seconds after its creation can stay Terminating for minutes: its
+        finalizer's first list of instances fails with "storage is (re)initializing" and the
+        controller retries with exponential backoff (kubernetes/kubernetes crd_finalizer.go;
+        seen in operator-framework/operator-controller#1437). When no instance is left, the
+        finalizer has nothing to do, so the reset removes it instead of waiting."""
+        out = kubectl("get", "-f", self.files["crds"], "--ignore-not-found", "-o", "json",
+                      check=False).stdout.decode()
+        got = json.loads(out) if out.strip() else {}
+        items = got.get("items", [got] if got.get("kind") == "CustomResourceDefinition" else [])
+        for crd in items:
+            conds = crd.get("status", {}).get("conditions", [])
+            stuck = any(c.get("type") == "Terminating" and c.get("reason") == "InstanceDeletionFailed"
+                        for c in conds)
+            if not stuck:
+                continue
+            name = crd["metadata"]["name"]
+            left = kubectl("get", name, "-A", "-o", "name", check=False).stdout.decode().split()
+            if left:
+                continue
+            log(f"reset: CRD {name} stuck Terminating (InstanceDeletionFailed), no instances left: "
+                "removing its finalizer")
+            kubectl("patch", "crd", name, "--type=json",
+                    "-p", '[{"op":"remove","path":"/metadata/finalizers"}]', check=False)
 
     # ------------------------------------------------------------ contenders
 

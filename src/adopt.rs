@@ -480,9 +480,9 @@ pub async fn claims(
     };
     let results: Vec<(&Object, Result<DynamicObject, apply::ApplyError>)> =
         apply::all_concurrently(
-            candidates
-                .into_iter()
-                .map(|o| async move { (o, apply::apply_one(client, resolver, o, opts, false).await) }),
+            candidates.into_iter().map(|o| async move {
+                (o, apply::apply_one(client, resolver, o, opts, false).await)
+            }),
         )
         .await;
     for (o, r) in results {

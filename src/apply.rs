@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use futures::{Future, StreamExt, TryStreamExt};
+use futures::{Future, StreamExt};
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::GroupVersionKind;
@@ -402,23 +402,36 @@ pub async fn apply_many_until(
 }
 
 /// Runs fallible requests with at most [`CONCURRENCY`] in flight and returns their results in input
-/// order, stopping at the first error. Unlike `buffered`, a slow request (a CRD's apply compares
-/// large schemas) does not hold back the start of the ones after it.
+/// order. Unlike `buffered`, a slow request (a CRD's apply compares large schemas) does not hold
+/// back the start of the ones after it. After a failure no further request starts, those under way
+/// finish, and the error returned is the first failed request's in input order, as before.
 pub async fn concurrently<T, E, F>(requests: impl IntoIterator<Item = F>) -> Result<Vec<T>, E>
 where
     F: Future<Output = Result<T, E>>,
 {
-    let mut done: Vec<(usize, T)> = futures::stream::iter(
-        requests
-            .into_iter()
-            .enumerate()
-            .map(|(i, f)| async move { f.await.map(|v| (i, v)) }),
-    )
-    .buffer_unordered(CONCURRENCY)
-    .try_collect()
-    .await?;
-    done.sort_unstable_by_key(|(i, _)| *i);
-    Ok(done.into_iter().map(|(_, v)| v).collect())
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = &failed;
+    let done = all_concurrently(requests.into_iter().map(|f| async move {
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let r = f.await;
+        if r.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(r)
+    }))
+    .await;
+    let mut values = Vec::with_capacity(done.len());
+    for r in done {
+        match r {
+            Some(Ok(v)) => values.push(v),
+            Some(Err(e)) => return Err(e),
+            // Skipped only after a failure, which this loop returns.
+            None => {}
+        }
+    }
+    Ok(values)
 }
 
 /// [`concurrently`] for requests that always complete (their answers carry their own errors).
@@ -556,13 +569,38 @@ mod tests {
         let done = tokio::time::timeout(std::time::Duration::from_secs(5), concurrently(requests))
             .await
             .expect("head-of-line blocked");
-        assert_eq!(done, Ok((0..n).collect::<Vec<_>>()), "results keep input order");
+        assert_eq!(
+            done,
+            Ok((0..n).collect::<Vec<_>>()),
+            "results keep input order"
+        );
     }
 
     #[tokio::test]
-    async fn the_first_error_in_completion_order_stops_the_requests() {
-        let r = concurrently((0..3).map(|i| async move { if i == 1 { Err(i) } else { Ok(i) } })).await;
-        assert_eq!(r, Err(1));
+    async fn after_a_failure_no_request_starts_and_the_first_failure_in_order_is_returned() {
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let started = &started;
+        let n = 3 * CONCURRENCY;
+        let r = concurrently((0..n).map(|i| async move {
+            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The later failure finishes first; the earlier one is still reported.
+            if i == 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return Err(i);
+            }
+            if i == 3 {
+                return Err(i);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(i)
+        }))
+        .await;
+        assert_eq!(r, Err(2));
+        let started = started.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            started < n,
+            "{started} of {n} requests started after a failure"
+        );
     }
 
     #[test]

@@ -24,7 +24,6 @@ use crate::profile::{TrafficLayer, Values};
 use crate::rbac;
 use crate::render::{self, Object, RenderInputs};
 
-
 /// The rules of `gridos-setup rbac` for these values (offline render), for either traffic layer:
 /// a switch of layer prunes the other layer's kinds, and uninstall removes what either installed.
 pub fn installer_rules(values: &Values) -> Result<Vec<PolicyRule>, Error> {
@@ -401,15 +400,16 @@ type Ask = (String, String, String, Option<String>, Option<String>);
 
 /// Every permission of `rules` the user lacks, cluster-wide, as `verb resource[/name]` or `verb URL`.
 pub async fn missing_rules(client: &Client, rules: &[PolicyRule]) -> Result<Vec<String>, Error> {
-    let answers: Vec<_> = apply::all_concurrently(rule_asks(rules).into_iter().map(|a| async move {
-        let (verb, group, resource, name, url) = &a;
-        let r = match url {
-            Some(u) => can_get_url(client, verb, u).await,
-            None => can_i(client, verb, group, resource, None, name.as_deref()).await,
-        };
-        (a, r)
-    }))
-    .await;
+    let answers: Vec<_> =
+        apply::all_concurrently(rule_asks(rules).into_iter().map(|a| async move {
+            let (verb, group, resource, name, url) = &a;
+            let r = match url {
+                Some(u) => can_get_url(client, verb, u).await,
+                None => can_i(client, verb, group, resource, None, name.as_deref()).await,
+            };
+            (a, r)
+        }))
+        .await;
     let mut missing = Vec::new();
     for ((verb, group, resource, name, url), r) in answers {
         if r.map_err(review_error)? {
