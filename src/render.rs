@@ -496,7 +496,7 @@ fn render_template(name: &str, ctx: &Json) -> Result<Vec<Object>, Error> {
 }
 
 /// Every template's objects, in the order of `names`. Templates are independent, so they are
-/// spread over the machine's cores: compiling is most of a render's time (handlebars' parser
+/// spread over the machine's cores: compiling is the largest part of a render (handlebars' parser
 /// computes each element's line and column by scanning from the template's start).
 fn render_templates(names: &[String], ctx: &Json) -> Result<Vec<Vec<Object>>, Error> {
     // Largest first, so that no long template starts last.
