@@ -3,6 +3,7 @@
 //! The ApplySet record itself (members, the parent's writes) is [`crate::applyset`]'s.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Future, StreamExt};
 use kube::Client;
@@ -409,15 +410,15 @@ pub async fn concurrently<T, E, F>(requests: impl IntoIterator<Item = F>) -> Res
 where
     F: Future<Output = Result<T, E>>,
 {
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = AtomicBool::new(false);
     let failed = &failed;
     let done = all_concurrently(requests.into_iter().map(|f| async move {
-        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+        if failed.load(Ordering::Relaxed) {
             return None;
         }
         let r = f.await;
         if r.is_err() {
-            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            failed.store(true, Ordering::Relaxed);
         }
         Some(r)
     }))
@@ -582,7 +583,7 @@ mod tests {
         let started = &started;
         let n = 3 * CONCURRENCY;
         let r = concurrently((0..n).map(|i| async move {
-            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            started.fetch_add(1, Ordering::Relaxed);
             // The later failure finishes first; the earlier one is still reported.
             if i == 2 {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -596,7 +597,7 @@ mod tests {
         }))
         .await;
         assert_eq!(r, Err(2));
-        let started = started.load(std::sync::atomic::Ordering::Relaxed);
+        let started = started.load(Ordering::Relaxed);
         assert!(
             started < n,
             "{started} of {n} requests started after a failure"

@@ -501,8 +501,9 @@ fn render_template(name: &str, ctx: &Json) -> Result<Vec<Object>, Error> {
 fn render_templates(names: &[String], ctx: &Json) -> Result<Vec<Vec<Object>>, Error> {
     // Largest first, so that no long template starts last.
     let mut order: Vec<usize> = (0..names.len()).collect();
-    order
-        .sort_by_key(|&i| std::cmp::Reverse(Templates::get(&names[i]).map_or(0, |f| f.data.len())));
+    order.sort_by_cached_key(|&i| {
+        std::cmp::Reverse(Templates::get(&names[i]).map_or(0, |f| f.data.len()))
+    });
     let next = AtomicUsize::new(0);
     let work = || {
         let mut done = Vec::new();
