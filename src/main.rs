@@ -29,15 +29,47 @@ fn main() -> ExitCode {
     }) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", e.one_line());
+            report_once(&e.one_line());
             e.exit_code()
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Whether the run's closing line has been printed. A signal can end the process from another
+/// thread while the run prints its own error; the mutex makes the later one wait and stay quiet,
+/// so the output has exactly one closing line and it is never cut off by the exit.
+static REPORTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+fn report_once(line: &str) {
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*reported {
+        eprintln!("{line}");
+        *reported = true;
+    }
+}
+
+/// Ends the process with the interruption's one line (unless the run already printed its own).
+fn exit_interrupted() -> ! {
+    let line = if gridos_setup::prompt::at_question() {
+        gridos_setup::prompt::restore_terminal();
+        let e = gridos_setup::error::Error::Interrupted {
+            done: gridos_setup::error::STOPPED_AT_A_QUESTION.into(),
+        };
+        // The question's line is still open on the terminal.
+        format!("\n{}", e.one_line())
+    } else {
+        "error: interrupted; re-run the same command to resume".to_string()
+    };
+    report_once(&line);
+    std::process::exit(gridos_setup::error::exit::INTERRUPTED);
+}
+
 /// SIGINT or SIGTERM asks the run to stop (see `gridos_setup::interrupt`); if it has not ended
 /// shortly before the 2 s the contract allows, or on a second signal, the process exits 130 itself.
+/// At a question nothing has been written, so the process exits at once.
 fn watch_signals() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
@@ -52,25 +84,19 @@ fn watch_signals() {
             _ = term.recv() => {},
         }
         cli::INTERRUPT.request();
-        if gridos_setup::prompt::asking() {
-            gridos_setup::prompt::restore_terminal();
-            let e = gridos_setup::error::Error::Interrupted {
-                done: gridos_setup::error::STOPPED_AT_A_QUESTION.into(),
-            };
-            eprintln!("\n{}", e.one_line());
-            std::process::exit(e.exit_code());
+        if gridos_setup::prompt::at_question() {
+            exit_interrupted();
         }
         // A thread, not a task: it must fire even if the runtime's workers are blocked.
         std::thread::spawn(|| {
             std::thread::sleep(std::time::Duration::from_millis(1800));
-            eprintln!("error: interrupted; re-run the same command to resume");
-            std::process::exit(gridos_setup::error::exit::INTERRUPTED);
+            exit_interrupted();
         });
         tokio::select! {
             _ = int.recv() => {},
             _ = term.recv() => {},
         }
-        std::process::exit(gridos_setup::error::exit::INTERRUPTED);
+        exit_interrupted();
     });
 }
 

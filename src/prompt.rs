@@ -36,6 +36,10 @@ impl PromptError {
 impl From<dialoguer::Error> for PromptError {
     fn from(e: dialoguer::Error) -> Self {
         let dialoguer::Error::IO(io) = e;
+        if io.kind() == std::io::ErrorKind::Interrupted {
+            // Before the open question's guard clears ASKING, so that a reader never sees neither.
+            STOPPED_AT_QUESTION.store(true, Ordering::SeqCst);
+        }
         // Ctrl-C in the picker ends it without its cleanup: the cursor would stay hidden.
         restore_terminal();
         PromptError::Terminal(io)
@@ -47,9 +51,22 @@ impl From<dialoguer::Error> for PromptError {
 /// the signal handler may end the process at once instead of waiting for the run to stop.
 static ASKING: AtomicBool = AtomicBool::new(false);
 
+/// Set once a question has ended because of a signal. `console` answers a terminal read that a
+/// signal interrupted by raising SIGINT itself (console's unix_term.rs, "signal SIGINT to
+/// ourselves"), so a SIGTERM at a question arrives at main's handler as two signals; the second
+/// one must still be reported as a stop at a question, even after the question has closed.
+static STOPPED_AT_QUESTION: AtomicBool = AtomicBool::new(false);
+
 /// Whether a question is on the terminal now.
 pub fn asking() -> bool {
     ASKING.load(Ordering::SeqCst)
+}
+
+/// Whether a signal now finds the run at a question: one is open, or one just ended because of
+/// a signal. Either way nothing has been written.
+pub fn at_question() -> bool {
+    // ASKING first: the prompt sets STOPPED_AT_QUESTION before it clears ASKING.
+    asking() || STOPPED_AT_QUESTION.load(Ordering::SeqCst)
 }
 
 /// No colours in questions and progress (`--no-color`, `NO_COLOR`): both draw through `console`.
