@@ -4,11 +4,14 @@
 //! `applyset.kubernetes.io/id`, members labelled `applyset.kubernetes.io/part-of`. The parent also
 //! records the member list, so a no-op run needs no list requests to know what to prune, and it is
 //! widened before the first write so an interrupted run never loses track of what it created.
+//! It also records the CRDs a finished run left settled, so that a re-run can tell with one list
+//! request that applying them again would change nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sha2::{Digest, Sha256};
@@ -29,6 +32,7 @@ const NAMESPACES: &str = "applyset.kubernetes.io/additional-namespaces";
 const MEMBERS_KEY: &str = "members";
 const CREATED_NAMESPACES_KEY: &str = "created-namespaces";
 const INGRESS_INTERNAL_KEY: &str = "ingress-internal";
+const SETTLED_KEY: &str = "settled-crds";
 
 /// The ApplySet id of the parent, as KEP-3659 derives it from name, namespace, kind and group.
 pub fn applyset_id() -> String {
@@ -95,6 +99,46 @@ pub struct ApplySetRecord {
     /// The cluster's revision when the record was read: objects at or below it were not written since.
     pub revision: Option<u64>,
     pub exists: bool,
+    /// CRDs by name, as the last finished run left them (see [`Settled`]).
+    pub settled: BTreeMap<String, Settled>,
+}
+
+/// A CRD as a finished run left it: Established, written by nobody but gridos-setup's apply and
+/// the apiserver's status updates. While its resourceVersion has not moved (no one has written it
+/// since) and the render is the same, applying it again would change nothing. CRDs only: with
+/// their large schemas they cost the apiserver more to apply than all other objects of a no-op
+/// together, and unlike workloads no controller keeps writing them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub resource_version: String,
+    /// [`digest`] of the body that was applied.
+    pub digest: String,
+}
+
+/// A fingerprint of the body an object is applied with.
+pub fn digest(obj: &Object) -> String {
+    let bytes = serde_json::to_vec(&obj.data).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
+}
+
+/// `obj` as the cluster now holds it, if settled (see [`Settled`]): Established, with a field
+/// manager entry of gridos-setup's apply and none but that and the status subresource's. Any
+/// other writer (kubectl edit, another tool's apply, a Helm upgrade) leaves its own entry.
+pub fn settled(obj: &Object, live: &ObjectMeta, established: bool) -> Option<Settled> {
+    let fields = live.managed_fields.as_deref().unwrap_or_default();
+    let ours = |m: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.as_deref().unwrap_or_default().is_empty()
+    };
+    let only_ours = fields
+        .iter()
+        .all(|m| ours(&m) || m.subresource.as_deref() == Some("status"));
+    let rv = live.resource_version.clone()?;
+    (established && only_ours && fields.iter().any(|m| ours(&m))).then(|| Settled {
+        resource_version: rv,
+        digest: digest(obj),
+    })
 }
 
 impl ApplySetRecord {
@@ -113,6 +157,7 @@ impl ApplySetRecord {
             ingress_internal: None,
             revision: None,
             exists: true,
+            settled: BTreeMap::new(),
         }
     }
 
@@ -137,6 +182,7 @@ impl ApplySetRecord {
             && self.namespaces == other.namespaces
             && self.created_namespaces == other.created_namespaces
             && self.ingress_internal == other.ingress_internal
+            && self.settled == other.settled
     }
 }
 
@@ -206,10 +252,12 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
             .union(&b.created_namespaces)
             .cloned()
             .collect(),
-        // Until a run finishes, the Service may still be as the earlier run left it.
+        // Until a run finishes, the Service may still be as the earlier run left it; a CRD this
+        // run writes meanwhile moves its resourceVersion, which voids its entry.
         ingress_internal: a.ingress_internal,
         revision: None,
         exists: true,
+        settled: a.settled.clone(),
     }
 }
 
@@ -260,6 +308,10 @@ pub async fn read(
         group_kinds: split(GROUP_KINDS),
         namespaces: split(NAMESPACES),
         ingress_internal: data.get(INGRESS_INTERNAL_KEY).and_then(|v| v.parse().ok()),
+        settled: data
+            .get(SETTLED_KEY)
+            .map(|v| parse_settled(v))
+            .unwrap_or_default(),
         revision,
         exists: true,
     })
@@ -289,7 +341,35 @@ fn parent_body(want: &ApplySetRecord) -> serde_json::Value {
     if let Some(internal) = want.ingress_internal {
         parent["data"][INGRESS_INTERNAL_KEY] = internal.to_string().into();
     }
+    if !want.settled.is_empty() {
+        let lines: Vec<String> = want
+            .settled
+            .iter()
+            .map(|(name, s)| format!("{name} {} {}", s.resource_version, s.digest))
+            .collect();
+        parent["data"][SETTLED_KEY] = lines.join("\n").into();
+    }
     parent
+}
+
+/// The settled CRDs as the parent lists them, one `name resourceVersion digest` per line; a line
+/// that does not parse is left out, which only costs that CRD's apply.
+fn parse_settled(text: &str) -> BTreeMap<String, Settled> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            let (name, rv, digest) = (it.next()?, it.next()?, it.next()?);
+            (it.next().is_none() && !name.is_empty()).then(|| {
+                (
+                    name.to_string(),
+                    Settled {
+                        resource_version: rv.into(),
+                        digest: digest.into(),
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 /// The parent as one run writes it: what it holds now, and the three named writes of a run. Each
@@ -433,6 +513,93 @@ pub(crate) mod tests {
             serde_json::from_value(o.data["metadata"]["labels"].clone()).unwrap();
         assert!(is_member(Some(&labels)));
         assert!(!is_member(None));
+    }
+
+    fn crd_meta(rv: &str, managers: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value(serde_json::json!({
+            "name": "canaries.flagger.app", "resourceVersion": rv, "managedFields": managers,
+        }))
+        .unwrap()
+    }
+
+    fn crd() -> Object {
+        obj(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "canaries.flagger.app"}, "spec": {"group": "flagger.app"},
+        }))
+    }
+
+    #[test]
+    fn a_crd_is_settled_only_as_our_apply_and_status_updates_left_it() {
+        let apply = serde_json::json!({"manager": FIELD_MANAGER, "operation": "Apply"});
+        let status = serde_json::json!({"manager": "kube-apiserver", "operation": "Update", "subresource": "status"});
+        let ours = crd_meta("42", serde_json::json!([apply, status]));
+        assert_eq!(
+            settled(&crd(), &ours, true),
+            Some(Settled {
+                resource_version: "42".into(),
+                digest: digest(&crd()),
+            })
+        );
+        assert_eq!(settled(&crd(), &ours, false), None, "not yet Established");
+        let edited = crd_meta(
+            "43",
+            serde_json::json!([apply, status, {"manager": "kubectl-edit", "operation": "Update"}]),
+        );
+        assert_eq!(
+            settled(&crd(), &edited, true),
+            None,
+            "someone else wrote it"
+        );
+        let theirs = crd_meta(
+            "44",
+            serde_json::json!([{"manager": "helm", "operation": "Update"}]),
+        );
+        assert_eq!(settled(&crd(), &theirs, true), None, "not applied by us");
+        let status_only = crd_meta("45", serde_json::json!([status]));
+        assert_eq!(
+            settled(&crd(), &status_only, true),
+            None,
+            "not applied by us"
+        );
+    }
+
+    #[test]
+    fn the_digest_follows_the_body() {
+        let mut other = crd();
+        other.data["spec"]["group"] = "example.com".into();
+        assert_eq!(digest(&crd()), digest(&crd()));
+        assert_ne!(digest(&crd()), digest(&other));
+    }
+
+    #[test]
+    fn settled_crds_round_trip_through_the_parent() {
+        let mut r = ApplySetRecord::default();
+        for (name, rv) in [
+            ("canaries.flagger.app", "7"),
+            ("alertproviders.flagger.app", "9"),
+        ] {
+            r.settled.insert(
+                name.into(),
+                Settled {
+                    resource_version: rv.into(),
+                    digest: digest(&crd()),
+                },
+            );
+        }
+        let body = parent_body(&r);
+        let text = body["data"][SETTLED_KEY].as_str().unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert_eq!(parse_settled(text), r.settled);
+        assert!(
+            parse_settled("torn line\n\n").is_empty(),
+            "a torn line is left out"
+        );
+        assert!(
+            parent_body(&ApplySetRecord::default())["data"]
+                .get(SETTLED_KEY)
+                .is_none()
+        );
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::DynamicObject;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams};
 use tokio::time::Instant;
 
 use crate::apply::{self, ApplyError, ApplyOptions, ObjectResult, Outcome, Resolver};
-use crate::applyset::{ApplySetRecord, Ledger};
+use crate::applyset::{self, ApplySetRecord, Ledger, Settled};
 use crate::context::{Phase, RunContext};
 use crate::error::Error;
 use crate::permissions;
@@ -54,6 +55,8 @@ struct Execution<'p, 'c, 'r> {
     applied_ahead: BTreeMap<String, DynamicObject>,
     /// The Gateway as applied (Gateway API layer), whose status may already say Programmed.
     applied_gateway: Option<DynamicObject>,
+    /// The rendered CRDs this run has seen settled, by name: recorded when the run finishes.
+    settled: BTreeMap<String, Settled>,
 }
 
 /// A Deployment still rolling out: (component, namespace, name).
@@ -79,6 +82,7 @@ pub async fn execute(
         results: Vec::new(),
         applied_ahead: BTreeMap::new(),
         applied_gateway: None,
+        settled: BTreeMap::new(),
     };
     run.namespaces_gone().await?;
     run.authorize().await?;
@@ -98,6 +102,8 @@ pub async fn execute(
 fn parent_error(e: kube::Error) -> Error {
     Error::Apply(ApplyError::Parent(e))
 }
+
+const CRD: &str = "CustomResourceDefinition";
 
 /// Deserializes an applied object into its typed form.
 fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject) -> Option<T> {
@@ -151,13 +157,84 @@ impl Execution<'_, '_, '_> {
         // A re-run applies every object at once: four round trips fewer than wave by wave.
         if self.plan.is_rerun() {
             let t = Instant::now();
-            let objects = self.plan.objects.clone();
+            let unchanged = self.unchanged_crds().await?;
+            let objects: Vec<Object> = self
+                .plan
+                .objects
+                .iter()
+                .filter(|o| !unchanged.contains_key(&o.id()))
+                .cloned()
+                .collect();
+            for id in unchanged.keys() {
+                self.record(ObjectResult {
+                    id: id.clone(),
+                    result: Outcome::Unchanged,
+                });
+            }
             let applied = self.apply_wave(&objects).await?;
             self.applied_ahead = objects.iter().map(Object::id).zip(applied).collect();
+            tracing::debug!(
+                "re-run: applied every object at once but {} settled CRDs no one has written since the last run",
+                unchanged.len()
+            );
+            self.applied_ahead.extend(unchanged);
             self.ctx.timings.add(Phase::Apply, t);
-            tracing::debug!("re-run: applied every object at once");
         }
         Ok(())
+    }
+
+    /// The rendered CRDs that the last finished run left settled, rendered the same now, and not
+    /// written by anyone since (their resourceVersion has not moved), as the cluster holds them,
+    /// by object id. One list request, and none when no CRD qualifies; not while adopting, which
+    /// rewrites objects Helm left.
+    async fn unchanged_crds(&self) -> Result<BTreeMap<String, DynamicObject>, Error> {
+        let p = &*self.plan;
+        let candidates: BTreeMap<&str, (&Object, &Settled)> = p
+            .objects
+            .iter()
+            .filter(|o| o.kind() == CRD && p.adoption.is_empty())
+            .filter_map(|o| {
+                let s = p.before.settled.get(o.name())?;
+                (s.digest == applyset::digest(o)).then_some((o.name(), (o, s)))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let api: Api<CustomResourceDefinition> = Api::all(self.ctx.client.clone());
+        let lp = ListParams::default().labels(&format!(
+            "{}={}",
+            applyset::PART_OF,
+            applyset::applyset_id()
+        ));
+        let list = crate::retry::with_retry("listing the CRDs", self.ctx.until(), || api.list(&lp))
+            .await
+            .map_err(|e| Error::Api {
+                context: "listing the CRDs of the last run".into(),
+                source: e,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|crd| {
+                let name = crd.metadata.name.as_deref()?;
+                let (o, s) = candidates.get(name)?;
+                let now = applyset::settled(o, &crd.metadata, wait::crd_is_established(&crd))?;
+                if now != **s {
+                    return None;
+                }
+                let live = serde_json::from_value(serde_json::to_value(&crd).ok()?).ok()?;
+                Some((o.id(), live))
+            })
+            .collect())
+    }
+
+    /// Notes a rendered CRD as the cluster holds it after this run's apply or wait.
+    fn note_crd(&mut self, obj: &Object, live: &CustomResourceDefinition) {
+        match applyset::settled(obj, &live.metadata, wait::crd_is_established(live)) {
+            Some(s) => self.settled.insert(obj.name().to_string(), s),
+            None => self.settled.remove(obj.name()),
+        };
     }
 
     /// Namespaces and CRDs. The namespaces this run created are recorded at once, so an
@@ -167,6 +244,11 @@ impl Execution<'_, '_, '_> {
         let foundation = self.plan.wave(Wave::Foundation);
         let applied = self.apply_wave(&foundation).await?;
         self.ctx.timings.add(Phase::Apply, t);
+        for (o, a) in foundation.iter().zip(&applied) {
+            if let Some(crd) = typed(a).filter(|_| o.kind() == CRD) {
+                self.note_crd(o, &crd);
+            }
+        }
         let before = &self.plan.before;
         let created: BTreeSet<String> = foundation
             .iter()
@@ -190,8 +272,7 @@ impl Execution<'_, '_, '_> {
             .iter()
             .zip(&applied)
             .filter(|(o, a)| {
-                o.kind() == "CustomResourceDefinition"
-                    && !typed(a).as_ref().is_some_and(wait::crd_is_established)
+                o.kind() == CRD && !typed(a).as_ref().is_some_and(wait::crd_is_established)
             })
             .map(|(o, _)| o.name().to_string())
             .collect())
@@ -206,7 +287,7 @@ impl Execution<'_, '_, '_> {
         }
         let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
         let interrupt = self.ctx.interrupt.clone();
-        interrupt
+        let established = interrupt
             .guard(async {
                 try_join_all(
                     pending
@@ -217,6 +298,21 @@ impl Execution<'_, '_, '_> {
                 .map_err(Error::from)
             })
             .await?;
+        let crds: BTreeMap<&str, &Object> = self
+            .plan
+            .objects
+            .iter()
+            .filter(|o| o.kind() == CRD)
+            .map(|o| (o.name(), o))
+            .collect();
+        let established: Vec<(Object, CustomResourceDefinition)> = pending
+            .iter()
+            .zip(established)
+            .filter_map(|(n, crd)| Some(((*crds.get(n.as_str())?).clone(), crd)))
+            .collect();
+        for (o, crd) in &established {
+            self.note_crd(o, crd);
+        }
         let unresolved = self
             .plan
             .objects
@@ -443,6 +539,7 @@ impl Execution<'_, '_, '_> {
             }
         }
         self.ctx.interrupt.check()?;
+        self.after.settled = std::mem::take(&mut self.settled);
         self.ledger
             .finish(&self.after)
             .await

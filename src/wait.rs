@@ -187,15 +187,16 @@ pub async fn namespace_gone(
     }
 }
 
+/// Waits until the CRD is Established and returns it as it was then.
 pub async fn crd_established(
     client: &Client,
     name: &str,
     deadline: Instant,
-) -> Result<(), WaitError> {
+) -> Result<CustomResourceDefinition, WaitError> {
     let what = format!("CustomResourceDefinition {name} to be Established");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     match watch_until(api, name, deadline, &what, crd_is_established).await? {
-        Some(_) => Ok(()),
+        Some(crd) => Ok(crd),
         None => Err(WaitError::Timeout {
             what,
             reason: "the apiserver has not accepted its names yet".into(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use gridos_setup::applyset::{PARENT_NAME, PARENT_NAMESPACE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 
@@ -229,6 +230,141 @@ async fn cluster_drift_is_repaired_and_foreign_labels_stay() {
         "--detailed-exitcode",
     ]);
     assert_eq!(plan.status.code(), Some(0), "converged: {}", stdout(&plan));
+}
+
+/// The parent's settled CRDs: name -> (resourceVersion, digest).
+async fn settled_crds(c: &Client) -> BTreeMap<String, (String, String)> {
+    let parent = Api::<ConfigMap>::namespaced(c.clone(), PARENT_NAMESPACE)
+        .get(PARENT_NAME)
+        .await
+        .unwrap();
+    let data = parent.data.unwrap_or_default();
+    data.get("settled-crds")
+        .map(|text| {
+            text.lines()
+                .map(|l| {
+                    let p: Vec<&str> = l.split(' ').collect();
+                    assert_eq!(p.len(), 3, "name rv digest: {l}");
+                    (p[0].to_string(), (p[1].to_string(), p[2].to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn crd_versions(c: &Client) -> BTreeMap<String, String> {
+    Api::<CustomResourceDefinition>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| d.spec.group == "flagger.app")
+        .map(|d| {
+            (
+                d.metadata.name.unwrap(),
+                d.metadata.resource_version.unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// How many CRDs a re-run left unapplied, from its debug log.
+fn crds_skipped(out: &std::process::Output) -> usize {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("settled CRDs no one has written since"))
+        .unwrap_or_else(|| panic!("a re-run says what it skipped: {err}"));
+    line.split(" but ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test]
+async fn cluster_a_rerun_skips_only_crds_nobody_wrote_since_and_repairs_the_others() {
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    reset(&c).await;
+    ok(&install("nginx", &[]));
+    // A fresh install records each CRD as it was once Established.
+    let settled = settled_crds(&c).await;
+    let versions = crd_versions(&c).await;
+    assert_eq!(settled.len(), 3, "{settled:?}");
+    for (name, (rv, _)) in &settled {
+        assert_eq!(Some(rv), versions.get(name), "{name}: recorded as it is");
+    }
+
+    let again = install("nginx", &["-vv"]);
+    assert!(ok(&again).contains("0 created, 0 configured, 43 unchanged"));
+    assert_eq!(crds_skipped(&again), 3, "nothing wrote the CRDs since");
+    assert_eq!(crd_versions(&c).await, versions);
+
+    // Someone else takes over a field gridos-setup applies: the next run applies that CRD again
+    // and takes it back.
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    crds.patch(
+        "canaries.flagger.app",
+        &PatchParams::apply("someone").force(),
+        &Patch::Apply(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "canaries.flagger.app",
+                         "labels": {"app.kubernetes.io/version": "0.0.1"}},
+        })),
+    )
+    .await
+    .unwrap();
+    // A newer render of another CRD: its recorded digest no longer matches.
+    let parents: Api<ConfigMap> = Api::namespaced(c.clone(), PARENT_NAMESPACE);
+    let mut parent = parents.get(PARENT_NAME).await.unwrap();
+    let data = parent.data.get_or_insert_with(Default::default);
+    let text = data["settled-crds"].clone();
+    let (rv, digest) = &settled["alertproviders.flagger.app"];
+    data.insert(
+        "settled-crds".into(),
+        text.replace(
+            &format!("alertproviders.flagger.app {rv} {digest}"),
+            &format!("alertproviders.flagger.app {rv} an-older-render"),
+        ),
+    );
+    parent.metadata.managed_fields = None;
+    parents
+        .replace(PARENT_NAME, &Default::default(), &parent)
+        .await
+        .unwrap();
+
+    let repaired = install("nginx", &["-vv"]);
+    assert!(
+        ok(&repaired).contains("0 created, 1 configured, 42 unchanged"),
+        "{}",
+        stdout(&repaired)
+    );
+    assert_eq!(crds_skipped(&repaired), 1, "only metrictemplates");
+    let canaries = crds.get("canaries.flagger.app").await.unwrap();
+    assert_eq!(
+        canaries.metadata.labels.unwrap()["app.kubernetes.io/version"],
+        "1.44.0",
+        "the label is gridos-setup's again"
+    );
+    let now = settled_crds(&c).await;
+    assert_eq!(now, settled_crds_of(&crd_versions(&c).await, &settled));
+
+    let third = install("nginx", &["-vv"]);
+    assert!(ok(&third).contains("0 created, 0 configured, 43 unchanged"));
+    assert_eq!(crds_skipped(&third), 3, "settled again");
+}
+
+/// What the parent should record: each CRD's current resourceVersion and its render's digest.
+fn settled_crds_of(
+    versions: &BTreeMap<String, String>,
+    before: &BTreeMap<String, (String, String)>,
+) -> BTreeMap<String, (String, String)> {
+    before
+        .iter()
+        .map(|(n, (_, d))| (n.clone(), (versions[n].clone(), d.clone())))
+        .collect()
 }
 
 #[tokio::test]
