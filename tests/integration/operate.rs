@@ -109,6 +109,24 @@ async fn cluster_uninstall_removes_members_and_leaves_foreign_objects_and_crds()
             .is_some(),
         "CRDs stay without --purge-crds"
     );
+    // The kept CRDs stay recorded as settled, so a re-install need not apply them again.
+    let parent = Api::<ConfigMap>::namespaced(c.clone(), gridos_setup::applyset::PARENT_NAMESPACE)
+        .get(gridos_setup::applyset::PARENT_NAME)
+        .await
+        .unwrap();
+    let settled: Vec<String> = parent.data.unwrap_or_default()["settled-crds"]
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        settled,
+        [
+            "alertproviders.flagger.app",
+            "canaries.flagger.app",
+            "metrictemplates.flagger.app"
+        ],
+        "only CRDs stay settled"
+    );
 
     // Twice is fine; then --purge-crds removes the CRDs.
     ok(&gridos_k(&["uninstall", "--yes"]));
