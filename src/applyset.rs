@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sha2::{Digest, Sha256};
@@ -121,24 +121,32 @@ pub fn digest(obj: &Object) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
 }
 
-/// `obj` as the cluster now holds it, if settled (see [`Settled`]): Established, with a field
-/// manager entry of gridos-setup's apply and none but that and the status subresource's. Any
-/// other writer (kubectl edit, another tool's apply, a Helm upgrade) leaves its own entry.
+/// `obj` as the cluster now holds it, if settled (see [`Settled`] and [`settled_version`]).
 pub fn settled(obj: &Object, live: &ObjectMeta, established: bool) -> Option<Settled> {
+    settled_version(live, established).map(|rv| Settled {
+        resource_version: rv.to_string(),
+        digest: digest(obj),
+    })
+}
+
+/// The resourceVersion of an object that is settled: Established, with a field manager entry of
+/// gridos-setup's apply and none but that and the status subresource's. Any other writer
+/// (kubectl edit, another tool's apply, a Helm upgrade) leaves its own entry.
+pub fn settled_version(live: &ObjectMeta, established: bool) -> Option<&str> {
     let fields = live.managed_fields.as_deref().unwrap_or_default();
-    let ours = |m: &&k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+    let ours = |m: &ManagedFieldsEntry| {
         m.manager.as_deref() == Some(FIELD_MANAGER)
             && m.operation.as_deref() == Some("Apply")
             && m.subresource.as_deref().unwrap_or_default().is_empty()
     };
     let only_ours = fields
         .iter()
-        .all(|m| ours(&m) || m.subresource.as_deref() == Some("status"));
-    let rv = live.resource_version.clone()?;
-    (established && only_ours && fields.iter().any(|m| ours(&m))).then(|| Settled {
-        resource_version: rv,
-        digest: digest(obj),
-    })
+        .all(|m| ours(m) || m.subresource.as_deref() == Some("status"));
+    if established && only_ours && fields.iter().any(ours) {
+        live.resource_version.as_deref()
+    } else {
+        None
+    }
 }
 
 impl ApplySetRecord {
@@ -212,6 +220,11 @@ pub fn parse_member(line: &str) -> Option<Stale> {
 /// The member id of a namespace, as [`member_id`] writes it.
 pub fn namespace_member_id(name: &str) -> String {
     format!("v1 Namespace - {name}")
+}
+
+/// The member id of a CRD, as [`member_id`] writes it.
+pub fn crd_member_id(name: &str) -> String {
+    format!("apiextensions.k8s.io/v1 CustomResourceDefinition - {name}")
 }
 
 /// A recorded member, as the parent lists it: one no longer rendered is pruned.

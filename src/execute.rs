@@ -189,10 +189,13 @@ impl Execution<'_, '_, '_> {
     /// rewrites objects Helm left.
     async fn unchanged_crds(&self) -> Result<BTreeMap<String, DynamicObject>, Error> {
         let p = &*self.plan;
+        if !p.adoption.is_empty() {
+            return Ok(BTreeMap::new());
+        }
         let candidates: BTreeMap<&str, (&Object, &Settled)> = p
             .objects
             .iter()
-            .filter(|o| o.kind() == CRD && p.adoption.is_empty())
+            .filter(|o| o.kind() == CRD)
             .filter_map(|o| {
                 let s = p.before.settled.get(o.name())?;
                 (s.digest == applyset::digest(o)).then_some((o.name(), (o, s)))
@@ -219,8 +222,9 @@ impl Execution<'_, '_, '_> {
             .filter_map(|crd| {
                 let name = crd.metadata.name.as_deref()?;
                 let (o, s) = candidates.get(name)?;
-                let now = applyset::settled(o, &crd.metadata, wait::crd_is_established(&crd))?;
-                if now != **s {
+                // The digest was compared above.
+                let rv = applyset::settled_version(&crd.metadata, wait::crd_is_established(&crd))?;
+                if rv != s.resource_version {
                     return None;
                 }
                 let live = serde_json::from_value(serde_json::to_value(&crd).ok()?).ok()?;
@@ -239,14 +243,22 @@ impl Execution<'_, '_, '_> {
 
     /// Namespaces and CRDs. The namespaces this run created are recorded at once, so an
     /// interrupted run does not forget them. Returns the CRDs not yet Established.
-    async fn foundation(&mut self) -> Result<Vec<String>, Error> {
+    async fn foundation(&mut self) -> Result<Vec<Object>, Error> {
         let t = Instant::now();
         let foundation = self.plan.wave(Wave::Foundation);
         let applied = self.apply_wave(&foundation).await?;
         self.ctx.timings.add(Phase::Apply, t);
+        let mut pending = Vec::new();
         for (o, a) in foundation.iter().zip(&applied) {
-            if let Some(crd) = typed(a).filter(|_| o.kind() == CRD) {
-                self.note_crd(o, &crd);
+            if o.kind() != CRD {
+                continue;
+            }
+            let crd: Option<CustomResourceDefinition> = typed(a);
+            if let Some(crd) = &crd {
+                self.note_crd(o, crd);
+            }
+            if !crd.as_ref().is_some_and(wait::crd_is_established) {
+                pending.push(o.clone());
             }
         }
         let before = &self.plan.before;
@@ -268,22 +280,15 @@ impl Execution<'_, '_, '_> {
                 .await
                 .map_err(parent_error)?;
         }
-        Ok(foundation
-            .iter()
-            .zip(&applied)
-            .filter(|(o, a)| {
-                o.kind() == CRD && !typed(a).as_ref().is_some_and(wait::crd_is_established)
-            })
-            .map(|(o, _)| o.name().to_string())
-            .collect())
+        Ok(pending)
     }
 
     /// Waits for new CRDs to be Established, then until discovery serves every rendered kind.
-    async fn establish(&mut self, pending: &[String]) -> Result<(), Error> {
+    async fn establish(&mut self, pending: &[Object]) -> Result<(), Error> {
         let t = Instant::now();
-        for name in pending {
+        for crd in pending {
             self.ctx
-                .running("flagger", format!("waiting for CRD {name}"));
+                .running("flagger", format!("waiting for CRD {}", crd.name()));
         }
         let (client, deadline) = (self.ctx.client.clone(), self.ctx.deadline);
         let interrupt = self.ctx.interrupt.clone();
@@ -292,25 +297,13 @@ impl Execution<'_, '_, '_> {
                 try_join_all(
                     pending
                         .iter()
-                        .map(|n| wait::crd_established(&client, n, deadline)),
+                        .map(|o| wait::crd_established(&client, o.name(), deadline)),
                 )
                 .await
                 .map_err(Error::from)
             })
             .await?;
-        let crds: BTreeMap<&str, &Object> = self
-            .plan
-            .objects
-            .iter()
-            .filter(|o| o.kind() == CRD)
-            .map(|o| (o.name(), o))
-            .collect();
-        let established: Vec<(Object, CustomResourceDefinition)> = pending
-            .iter()
-            .zip(established)
-            .filter_map(|(n, crd)| Some(((*crds.get(n.as_str())?).clone(), crd)))
-            .collect();
-        for (o, crd) in &established {
+        for (o, crd) in pending.iter().zip(&established) {
             self.note_crd(o, crd);
         }
         let unresolved = self

@@ -358,14 +358,9 @@ impl Removal<'_> {
                 .members
                 .contains(&applyset::namespace_member_id(n))
         });
-        let kept_crds: BTreeSet<&str> = summary
-            .kept
-            .iter()
-            .filter_map(|(id, _)| id.strip_prefix("CustomResourceDefinition/"))
-            .collect();
         remaining
             .settled
-            .retain(|name, _| kept_crds.contains(name.as_str()));
+            .retain(|name, _| remaining.members.contains(&applyset::crd_member_id(name)));
         Ledger::new(self.client.clone(), record, Some(self.deadline))
             .finish(&remaining)
             .await
