@@ -261,6 +261,88 @@ fn duration_of(l: &Lease) -> Duration {
         .unwrap_or(LEASE_DURATION)
 }
 
+/// What a waiting run last saw of another holder's Lease: who, its `renewTime`, and when this run
+/// first saw that pair, on this run's own clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sighting {
+    holder: String,
+    renewed: String,
+    at: Instant,
+}
+
+/// What the takeover rule says about a Lease someone else holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Takeover {
+    /// Free, or its holder is gone: replace it now.
+    Now,
+    /// Live as far as this run can tell: wait for a change, at most until `expires` (unknown for a
+    /// renewal seen for the first time, which starts the clock).
+    Wait { expires: Instant },
+}
+
+/// The takeover rule, apart from every request so it can be tested alone. A Lease without a holder
+/// is free. A holder that was a gridos-setup process on this host and no longer runs (`dead_here`)
+/// is taken over at once. Any other holder only once this run has seen the same renewal unchanged
+/// for the Lease's duration on its own clock, as client-go's leader election does
+/// (`tools/leaderelection/leaderelection.go`, `observedTime`): a clock skew between machines can
+/// then never cut a live holder's lease short. A new holder or a new renewal restarts the clock.
+fn takeover(
+    holder: Option<&str>,
+    renewed: &str,
+    duration: Duration,
+    dead_here: bool,
+    seen: &mut Option<Sighting>,
+    now: Instant,
+) -> Takeover {
+    let Some(holder) = holder else {
+        return Takeover::Now;
+    };
+    if dead_here {
+        return Takeover::Now;
+    }
+    match seen {
+        Some(s) if s.holder == holder && s.renewed == renewed => {
+            if now.saturating_duration_since(s.at) >= duration {
+                Takeover::Now
+            } else {
+                Takeover::Wait {
+                    expires: s.at + duration,
+                }
+            }
+        }
+        _ => {
+            *seen = Some(Sighting {
+                holder: holder.to_string(),
+                renewed: renewed.to_string(),
+                at: now,
+            });
+            Takeover::Wait {
+                expires: now + duration,
+            }
+        }
+    }
+}
+
+fn renewed_at(l: &Lease) -> String {
+    l.spec
+        .as_ref()
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0.to_string())
+        .unwrap_or_default()
+}
+
+/// One run's attempt at the lock: its identity, its deadline and what it has seen so far.
+struct Contender<'a> {
+    api: Api<Lease>,
+    me: String,
+    req: &'a LockRequest<'a>,
+    started: Instant,
+    give_up: Instant,
+    seen: Option<Sighting>,
+    announced: Option<String>,
+    first_try: bool,
+}
+
 /// Takes the run lock, waiting for another holder up to `req.wait`. Uncontended, this is one
 /// request (the create); the release is one more.
 pub async fn acquire(
@@ -268,100 +350,135 @@ pub async fn acquire(
     req: &LockRequest<'_>,
     interrupt: &Interrupt,
 ) -> Result<RunLock, LockError> {
-    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    let me = Holder::this_process(req.command).identity();
     let started = Instant::now();
-    let give_up = started + req.wait;
-    // What this run last saw of another holder's Lease, and since when (on this run's clock).
-    let mut seen: Option<(String, String, Instant)> = None;
-    let mut announced: Option<String> = None;
-    let mut took_over = None;
-    let api_err = |source| LockError::Api { source };
-    let mut first_try = true;
+    let mut c = Contender {
+        api: Api::namespaced(client.clone(), LEASE_NAMESPACE),
+        me: Holder::this_process(req.command).identity(),
+        req,
+        started,
+        give_up: started + req.wait,
+        seen: None,
+        announced: None,
+        first_try: true,
+    };
     loop {
         interrupt.check().map_err(|_| LockError::Interrupted)?;
-        match api
-            .create(&post_params(), &lease(&me, now(), 0, None))
-            .await
-        {
-            Ok(l) => {
-                let waited = announced.is_some();
-                let mut lock = held(api, me, l, req, started, waited, took_over);
-                lock.contended = !first_try;
-                return Ok(lock);
-            }
-            Err(e) if is_conflict(&e) => first_try = false,
-            Err(e) => return Err(api_err(e)),
+        if let Some(lock) = c.try_create().await? {
+            return Ok(lock);
         }
-        let Some(current) = api.get_opt(LEASE_NAME).await.map_err(api_err)? else {
+        let Some(current) = c.api.get_opt(LEASE_NAME).await.map_err(api_err)? else {
             continue;
         };
-        let rv = current
-            .metadata
-            .resource_version
-            .clone()
-            .unwrap_or_default();
+        let holder = holder_of(&current);
+        let dead_here = holder
+            .as_deref()
+            .is_some_and(|h| died_here(&Holder::parse(h)));
+        let verdict = takeover(
+            holder.as_deref(),
+            &renewed_at(&current),
+            duration_of(&current),
+            dead_here,
+            &mut c.seen,
+            Instant::now(),
+        );
+        let expires = match verdict {
+            Takeover::Now => match c.take_over(&current, holder.as_deref()).await? {
+                Some(lock) => return Ok(lock),
+                None => continue,
+            },
+            Takeover::Wait { expires } => expires,
+        };
+        let Some(h) = holder else { continue };
+        c.announce_or_give_up(&h)?;
+        let rv = current.metadata.resource_version.unwrap_or_default();
+        tokio::select! {
+            _ = interrupt.cancelled() => return Err(LockError::Interrupted),
+            _ = c.wait_for_change(&rv, expires.min(c.give_up)) => {}
+        }
+    }
+}
+
+fn api_err(source: kube::Error) -> LockError {
+    LockError::Api { source }
+}
+
+impl Contender<'_> {
+    fn lock(&self, l: Lease, took_over: Option<Holder>) -> RunLock {
+        let waited = self.announced.is_some();
+        let contended = !self.first_try || took_over.is_some();
+        let mut lock = held(
+            self.api.clone(),
+            self.me.clone(),
+            l,
+            self.req,
+            self.started,
+            waited,
+            took_over,
+        );
+        lock.contended = contended;
+        lock
+    }
+
+    /// Creates the Lease; `None` when someone else's already exists.
+    async fn try_create(&mut self) -> Result<Option<RunLock>, LockError> {
+        match self
+            .api
+            .create(&post_params(), &lease(&self.me, now(), 0, None))
+            .await
+        {
+            Ok(l) => Ok(Some(self.lock(l, None))),
+            Err(e) if is_conflict(&e) => {
+                self.first_try = false;
+                Ok(None)
+            }
+            Err(e) => Err(api_err(e)),
+        }
+    }
+
+    /// Replaces an expired Lease at the resourceVersion read, so two waiters cannot both win;
+    /// `None` when another write came first.
+    async fn take_over(
+        &mut self,
+        current: &Lease,
+        holder: Option<&str>,
+    ) -> Result<Option<RunLock>, LockError> {
         let transitions = current
             .spec
             .as_ref()
             .and_then(|s| s.lease_transitions)
             .unwrap_or(0);
-        let holder = holder_of(&current);
-        let expired = match &holder {
-            None => true,
-            Some(h) if died_here(&Holder::parse(h)) => true,
-            Some(h) => {
-                let renewed = current
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.renew_time.as_ref())
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default();
-                match &seen {
-                    Some((sh, sr, at)) if sh == h && *sr == renewed => {
-                        at.elapsed() >= duration_of(&current)
-                    }
-                    _ => {
-                        seen = Some((h.clone(), renewed, Instant::now()));
-                        false
-                    }
-                }
+        let rv = current.metadata.resource_version.clone();
+        let mut l = lease(&self.me, now(), transitions.saturating_add(1), rv);
+        l.metadata.labels = current.metadata.labels.clone().or(l.metadata.labels);
+        match self.api.replace(LEASE_NAME, &post_params(), &l).await {
+            Ok(l) => {
+                self.first_try = false;
+                Ok(Some(self.lock(l, holder.map(Holder::parse))))
             }
-        };
-        if expired {
-            let mut l = lease(&me, now(), transitions.saturating_add(1), Some(rv));
-            l.metadata.labels = current.metadata.labels.clone().or(l.metadata.labels);
-            match api.replace(LEASE_NAME, &post_params(), &l).await {
-                Ok(l) => {
-                    took_over = holder.as_deref().map(Holder::parse);
-                    let waited = announced.is_some();
-                    let mut lock = held(api, me, l, req, started, waited, took_over);
-                    lock.contended = true;
-                    return Ok(lock);
-                }
-                Err(e) if is_conflict(&e) => continue,
-                Err(e) => return Err(api_err(e)),
-            }
+            Err(e) if is_conflict(&e) => Ok(None),
+            Err(e) => Err(api_err(e)),
         }
-        let Some(h) = holder else { continue };
-        if announced.as_deref() != Some(h.as_str()) {
-            (req.on_wait)(LockWait::Waiting {
-                holder: Holder::parse(&h),
+    }
+
+    /// Says once per holder that this run waits; past `--lock-timeout`, the timeout naming it.
+    fn announce_or_give_up(&mut self, h: &str) -> Result<(), LockError> {
+        if self.announced.as_deref() != Some(h) {
+            (self.req.on_wait)(LockWait::Waiting {
+                holder: Holder::parse(h),
             });
-            announced = Some(h.clone());
+            self.announced = Some(h.to_string());
         }
-        if Instant::now() >= give_up {
+        if Instant::now() >= self.give_up {
             return Err(LockError::Timeout {
-                holder: Holder::parse(&h),
-                waited: started.elapsed(),
+                holder: Holder::parse(h),
+                waited: self.started.elapsed(),
             });
         }
-        // Until the Lease changes, it expires, or this run gives up, whichever comes first.
-        let expires = seen
-            .as_ref()
-            .map(|(_, _, at)| *at + duration_of(&current))
-            .unwrap_or(give_up);
-        let until = expires.min(give_up);
+        Ok(())
+    }
+
+    /// Until the Lease changes after `rv`, or `until`, whichever comes first.
+    async fn wait_for_change(&self, rv: &str, until: Instant) {
         let secs = until
             .saturating_duration_since(Instant::now())
             .as_secs()
@@ -370,13 +487,12 @@ pub async fn acquire(
             .fields(&format!("metadata.name={LEASE_NAME}"))
             .timeout(u32::try_from(secs + 1).unwrap_or(290));
         let changed = async {
-            match api.watch(&wp, &rv).await {
+            match self.api.watch(&wp, rv).await {
                 Ok(stream) => {
                     let mut stream = stream.boxed();
                     while let Some(ev) = stream.next().await {
-                        match ev {
-                            Ok(WatchEvent::Bookmark(_)) => continue,
-                            _ => return,
+                        if !matches!(ev, Ok(WatchEvent::Bookmark(_))) {
+                            return;
                         }
                     }
                 }
@@ -384,10 +500,7 @@ pub async fn acquire(
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         };
-        tokio::select! {
-            _ = interrupt.cancelled() => return Err(LockError::Interrupted),
-            _ = tokio::time::timeout_at(until, changed) => {}
-        }
+        let _ = tokio::time::timeout_at(until, changed).await;
     }
 }
 
@@ -599,6 +712,80 @@ mod tests {
             Holder::this_process("install")
                 .identity()
                 .contains("/install/")
+        );
+    }
+
+    const D: Duration = LEASE_DURATION;
+
+    #[test]
+    fn a_lease_without_holder_or_with_a_dead_local_holder_is_taken_at_once() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        assert_eq!(takeover(None, "", D, false, &mut seen, t0), Takeover::Now);
+        assert_eq!(
+            takeover(Some("h/1"), "r1", D, true, &mut seen, t0),
+            Takeover::Now
+        );
+        assert_eq!(
+            seen, None,
+            "nothing to remember about a lease taken at once"
+        );
+    }
+
+    #[test]
+    fn a_live_holder_expires_only_after_one_unchanged_renewal_for_the_whole_duration() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        // First sight starts this run's clock, whatever the Lease's own times say.
+        let first = takeover(Some("h/1"), "r1", D, false, &mut seen, t0);
+        assert_eq!(first, Takeover::Wait { expires: t0 + D });
+        let almost = t0 + D - Duration::from_millis(1);
+        assert_eq!(
+            takeover(Some("h/1"), "r1", D, false, &mut seen, almost),
+            Takeover::Wait { expires: t0 + D }
+        );
+        assert_eq!(
+            takeover(Some("h/1"), "r1", D, false, &mut seen, t0 + D),
+            Takeover::Now
+        );
+    }
+
+    #[test]
+    fn a_renewal_or_a_new_holder_restarts_the_clock() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        takeover(Some("h/1"), "r1", D, false, &mut seen, t0);
+        let t1 = t0 + D - Duration::from_secs(1);
+        // The holder renewed just before the bound: it stays live for another duration.
+        assert_eq!(
+            takeover(Some("h/1"), "r2", D, false, &mut seen, t1),
+            Takeover::Wait { expires: t1 + D }
+        );
+        assert_eq!(
+            takeover(Some("h/1"), "r2", D, false, &mut seen, t0 + D),
+            Takeover::Wait { expires: t1 + D }
+        );
+        // Another waiter won the contention and now holds it with the same renewal text.
+        let t2 = t1 + Duration::from_secs(2);
+        assert_eq!(
+            takeover(Some("h/2"), "r2", D, false, &mut seen, t2),
+            Takeover::Wait { expires: t2 + D }
+        );
+        assert_eq!(
+            takeover(Some("h/2"), "r2", D, false, &mut seen, t2 + D),
+            Takeover::Now
+        );
+    }
+
+    #[test]
+    fn the_lease_s_own_duration_counts_not_ours() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        let short = Duration::from_secs(1);
+        takeover(Some("h/1"), "r1", short, false, &mut seen, t0);
+        assert_eq!(
+            takeover(Some("h/1"), "r1", short, false, &mut seen, t0 + short),
+            Takeover::Now
         );
     }
 
