@@ -102,9 +102,13 @@ pub const APPGW_PUBLIC_IP: &str = "<application-gateway-public-ip>";
 pub const AFD_ENDPOINT_HOST: &str = "<endpoint>.z01.azurefd.net";
 
 /// The retirement notice every profile carries.
+///
+/// The enablement is one call: managed Gateway API needs its implementing add-on enabled before or
+/// with it (Learn, "managed Gateway API": `--enable-gateway-api` together with
+/// `--enable-app-routing-istio`).
 pub const RETIREMENT_WARNING: &str = "ingress-nginx was retired in March 2026 and gets no more \
-     security fixes. Move to the Gateway API on AKS application routing: enable it (`az aks update \
-     --enable-gateway-api`, `az aks approuting gateway istio enable`), check with `gridos-setup check \
+     security fixes. Move to the Gateway API on AKS application routing: enable it in one call (`az aks update \
+     -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio`), check with `gridos-setup check \
      --pre --traffic gateway-api`, then re-run install with `--traffic gateway-api` (see the README).";
 
 /// The shell variables the Azure commands read, each with what it stands for: the values only the
@@ -284,10 +288,14 @@ fn shared_advice(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceIn
         && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
         && profile::front_ranges(v) == profile::PRIVATE_RANGES
     {
+        let how = if v.front == Front::Appgw {
+            "(step \"Trust forwarded client addresses from the gateway's subnet only\")"
+        } else {
+            "with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]'"
+        };
         g.warnings.push(format!(
             "nginx takes the client's address from X-Forwarded-For sent from any private address ({}): narrow it to the \
-             front's subnet with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]' so that nothing else \
-             in the VNet can set it.",
+             front's subnet {how} so that nothing else in the VNet can set it.",
             profile::PRIVATE_RANGES.join(", ")
         ));
     }
@@ -546,13 +554,13 @@ fn a_record_step(v: &Values, title: &str, address: &str, dns_zone: Option<(&str,
 }
 
 /// Application Gateway v2 with a WAF policy in front of the internal load balancer, created in the
-/// order a fresh subscription needs: WAF policy, subnet and public IP, gateway, pool, probe,
-/// settings, TLS listener, X-Forwarded-For rewrite, rule, then the A record.
+/// order a fresh subscription needs: the VNet's region, WAF policy, subnet and public IP, gateway,
+/// pool, probe, settings, TLS listener, X-Forwarded-For rewrite, rule, the port-80 redirect in place
+/// of the gateway's default rule, the A record, then nginx's trust narrowed to the gateway's subnet.
 fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
     let host = v.host.as_str();
     let mut steps = vec![variables_step(&[
         V_RG,
-        V_LOCATION,
         V_GATEWAY,
         V_VNET_RG,
         V_VNET,
@@ -561,13 +569,164 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
         V_CERT,
         V_CERT_PASSWORD,
     ])];
+    steps.push(vnet_location_step());
     steps.push(waf_policy_step());
     steps.push(appgw_subnet_step());
-    steps.push(appgw_create_step(address));
+    steps.push(appgw_create_step());
     steps.extend(appgw_backend_steps(v, address));
     steps.extend(appgw_listener_steps(host, target(v).gateway));
+    steps.push(appgw_http_redirect_step());
     steps.push(appgw_a_record_step(v, input));
+    steps.extend(appgw_trusted_subnet_step(v));
     steps
+}
+
+/// The gateway, its public IP and WAF policy go where the VNet is (a gateway must be in its
+/// VNet's region): the region is read from the VNet rather than typed a second time.
+fn vnet_location_step() -> Step {
+    Step {
+        title: "Use the VNet's region for the gateway".into(),
+        commands: vec![format!(
+            "{}=$({})",
+            V_LOCATION.0,
+            sh(&[
+                "az",
+                "network",
+                "vnet",
+                "show",
+                "-g",
+                "$VNET_RG",
+                "-n",
+                "$VNET_NAME",
+                "--query",
+                "location",
+                "-o",
+                "tsv"
+            ])
+        )],
+        note: Some(
+            "an Application Gateway must be in the same region as the VNet of its subnet".into(),
+        ),
+    }
+}
+
+/// `if SHOW >/dev/null 2>&1; then DELETE; fi`: removes what exists, so a second run changes nothing.
+fn removed_if_present(show: Vec<String>, delete: Vec<String>) -> String {
+    format!(
+        "if {} >/dev/null 2>&1; then {}; fi",
+        sh_words(show),
+        sh_words(delete)
+    )
+}
+
+/// What `az network application-gateway create` makes besides the gateway (azure-cli
+/// `_template_builder.py`): a port-80 listener, a rule from it to a pool through HTTP settings that
+/// use the default probe.
+const APPGW_DEFAULT_LISTENER: &str = "appGatewayHttpListener";
+const APPGW_DEFAULT_RULE: &str = "rule1";
+const APPGW_DEFAULT_SETTINGS: &str = "appGatewayBackendHttpSettings";
+const APPGW_DEFAULT_POOL: &str = "appGatewayBackendPool";
+const REDIRECT: &str = "gridos-to-https";
+const HTTP_RULE: &str = "gridos-http";
+
+/// http:// answers with a permanent redirect to the HTTPS listener: the gateway's default rule (to
+/// an empty pool whose default probe, `GET /` with Host 127.0.0.1, gets 404 from nginx and Istio, so
+/// the backend is unhealthy and http:// answers 502) gives way to a redirect rule on the same listener.
+fn appgw_http_redirect_step() -> Step {
+    let redirect = [
+        "--type",
+        "Permanent",
+        "--target-listener",
+        LISTENER,
+        "--include-path",
+        "true",
+        "--include-query-string",
+        "true",
+    ];
+    let rule = [
+        "--http-listener",
+        APPGW_DEFAULT_LISTENER,
+        "--redirect-config",
+        REDIRECT,
+        "--rule-type",
+        "Basic",
+        "--priority",
+        "200",
+    ];
+    let remove = |group: &str, name: &str| {
+        removed_if_present(
+            gw_args(group, "show", name, &[]),
+            gw_args(group, "delete", name, &[]),
+        )
+    };
+    Step {
+        title: "Redirect http:// to https:// (in place of the gateway's default port-80 rule)"
+            .into(),
+        commands: vec![
+            guarded_words(
+                gw_args("redirect-config", "show", REDIRECT, &[]),
+                gw_args("redirect-config", "create", REDIRECT, &redirect),
+            ),
+            remove("rule", APPGW_DEFAULT_RULE),
+            guarded_words(
+                gw_args("rule", "show", HTTP_RULE, &[]),
+                gw_args("rule", "create", HTTP_RULE, &rule),
+            ),
+            remove("http-settings", APPGW_DEFAULT_SETTINGS),
+            remove("address-pool", APPGW_DEFAULT_POOL),
+        ],
+        note: Some(format!(
+            "application-gateway create also made listener {APPGW_DEFAULT_LISTENER} on port 80 and rule {APPGW_DEFAULT_RULE} to \
+             pool {APPGW_DEFAULT_POOL} through settings {APPGW_DEFAULT_SETTINGS}, whose default probe (GET / with Host \
+             127.0.0.1, healthy on 200-399) gets 404 from the ingress, so http:// would answer 502; the listener now \
+             redirects (301) to {LISTENER} with path and query, and the unused defaults are removed"
+        )),
+    }
+}
+
+/// nginx trusts X-Forwarded-For from all of RFC 1918 until told the gateway's subnet: read its
+/// prefix and re-run install with it (only the gateway's instances can then set the client address).
+fn appgw_trusted_subnet_step(v: &Values) -> Option<Step> {
+    profile::trusted_proxies(v)?;
+    if !v.ingress_controller.real_client_ip.trusted_cidrs.is_empty() {
+        return None;
+    }
+    Some(Step {
+        title: "Trust forwarded client addresses from the gateway's subnet only".into(),
+        commands: vec![
+            format!(
+                "APPGW_SUBNET_PREFIX=$({})",
+                sh(&[
+                    "az",
+                    "network",
+                    "vnet",
+                    "subnet",
+                    "show",
+                    "-g",
+                    "$VNET_RG",
+                    "--vnet-name",
+                    "$VNET_NAME",
+                    "-n",
+                    APPGW_SUBNET,
+                    "--query",
+                    "addressPrefix",
+                    "-o",
+                    "tsv"
+                ])
+            ),
+            format!(
+                "gridos-setup install --profile {} --host {}{} --set \"ingressController.realClientIp.trustedCidrs=[$APPGW_SUBNET_PREFIX]\" --yes",
+                word(&v.name),
+                word(&v.host),
+                traffic_flag(v)
+            ),
+        ],
+        note: Some(format!(
+            "the gateway's instances connect from {APPGW_SUBNET}; until this re-run nginx takes X-Forwarded-For from any \
+             private address ({})",
+            profile::PRIVATE_RANGES.join(", ")
+        )),
+    })
 }
 
 /// The Application Gateway's public IP, named after the gateway.
@@ -617,17 +776,24 @@ fn waf_policy_step() -> Step {
     let (rg, waf) = (var(V_RG), var(V_WAF));
     let (rg, waf) = (rg.as_str(), waf.as_str());
     Step {
-        title: "Create the WAF policy (OWASP 3.2, Prevention mode)".into(),
+        title: "Create the WAF policy (Microsoft Default Rule Set 2.1, Prevention mode)".into(),
         commands: vec![
             guarded(
                 &["az", "network", "application-gateway", "waf-policy", "show", "-g", rg, "-n", waf],
                 &["az", "network", "application-gateway", "waf-policy", "create", "-g", rg, "-n", waf,
-                  "-l", &var(V_LOCATION), "--type", "OWASP", "--version", "3.2"],
+                  "-l", &var(V_LOCATION), "--type", "Microsoft_DefaultRuleSet", "--version", "2.1"],
             ),
             sh(&["az", "network", "application-gateway", "waf-policy", "policy-setting", "update", "-g", rg,
                  "--policy-name", waf, "--mode", "Prevention", "--state", "Enabled"]),
         ],
-        note: Some("a new policy starts in Detection mode, which only logs; Prevention blocks what the rules match".into()),
+        note: Some(
+            "the Default Rule Set (DRS) 2.1, built on OWASP CRS 3.3.2 with Microsoft Threat Intelligence rules, is the \
+             managed rule set Azure recommends for Application Gateway WAF (Learn, \"DRS and CRS rule groups and rules\"); a policy made earlier with OWASP keeps it until you run `az network \
+             application-gateway waf-policy managed-rule rule-set remove` for it and `rule-set add --type \
+             Microsoft_DefaultRuleSet --version 2.1`. A new policy starts in Detection mode, which only logs; Prevention \
+             blocks what the rules match"
+                .into(),
+        ),
     }
 }
 
@@ -707,26 +873,36 @@ fn appgw_public_ip_command() -> String {
                 "Standard",
                 "--allocation-method",
                 "Static",
+                "--zone",
+                "1",
+                "2",
+                "3",
             ],
         ),
     )
 }
 
-/// The gateway itself, with the ingress controller's address as its first backend.
-fn appgw_create_step(address: &str) -> Step {
+/// The gateway itself: WAF_v2, autoscaling, zone-redundant; its backend comes in the next steps.
+fn appgw_create_step() -> Step {
     let (rg, gw, waf) = (var(V_RG), var(V_GATEWAY), var(V_WAF));
     let (rg, gw, waf) = (rg.as_str(), gw.as_str(), waf.as_str());
     let vnet = var(V_VNET);
     Step {
-        title: "Create the Application Gateway (WAF_v2)".into(),
+        title: "Create the Application Gateway (WAF_v2, autoscaling 2-10 instances, zones 1-3)".into(),
         commands: vec![guarded(
             &["az", "network", "application-gateway", "show", "-g", rg, "-n", gw],
             &["az", "network", "application-gateway", "create", "-g", rg, "-n", gw, "-l", &var(V_LOCATION),
-              "--sku", "WAF_v2", "--capacity", "2", "--vnet-name", &vnet,
+              "--sku", "WAF_v2", "--min-capacity", "2", "--max-capacity", "10", "--zones", "1", "2", "3",
+              "--vnet-name", &vnet,
               "--subnet", "$(az network vnet subnet show -g \"$VNET_RG\" --vnet-name \"$VNET_NAME\" -n appgw-subnet --query id -o tsv)",
-              "--public-ip-address", APPGW_PIP, "--waf-policy", waf, "--priority", "1000", "--servers", address],
+              "--public-ip-address", APPGW_PIP, "--waf-policy", waf, "--priority", "1000"],
         )],
-        note: Some("creating a gateway takes several minutes; its default HTTP rule on port 80 is kept as created".into()),
+        note: Some(
+            "creating a gateway takes several minutes. v2 autoscales between --min-capacity and --max-capacity instead of a \
+             fixed --capacity; --zones 1 2 3 (and the public IP's --zone 1 2 3) spread it over availability zones: drop \
+             both in a region without zones"
+                .into(),
+        ),
     }
 }
 
@@ -1018,6 +1194,10 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     steps
 }
 
+/// Installs or upgrades the Azure CLI's cdn extension, which carries `az afd` since CLI 2.88.0 (the
+/// `cdn`/`afd` command module left the core CLI then; azure-cli 2.87.0 is the last with it).
+pub const CDN_EXTENSION: [&str; 6] = ["az", "extension", "add", "--name", "cdn", "--upgrade"];
+
 /// `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
 fn afd_args(sub: &str, verb: &str, more: &[&str]) -> Vec<String> {
     let (rg, prof) = (var(V_RG), var(V_AFD_PROFILE));
@@ -1039,6 +1219,7 @@ fn afd_profile_step(private_link: bool) -> Step {
     Step {
         title: format!("Create the Front Door profile ({sku}) and its endpoint"),
         commands: vec![
+            sh(&CDN_EXTENSION),
             guarded_words(
                 afd_args("profile", "show", &[]),
                 afd_args("profile", "create", &["--sku", sku]),
@@ -1052,11 +1233,16 @@ fn afd_profile_step(private_link: bool) -> Step {
                 ),
             ),
         ],
-        note: if private_link {
-            Some("Private Link origins need the Premium tier".into())
-        } else {
-            None
-        },
+        note: Some(format!(
+            "`az afd` left the core Azure CLI in 2.88.0 for the cdn extension: the first command installs or upgrades it \
+             (a CLI older than 2.88.0 still has `az afd` built in; there, if the extension refuses your CLI version, \
+             upgrade the CLI or skip that command){}",
+            if private_link {
+                "; Private Link origins need the Premium tier"
+            } else {
+                ""
+            }
+        )),
     }
 }
 
@@ -1166,7 +1352,9 @@ fn afd_origin_commands(v: &Values, address: &str) -> (Vec<String>, Vec<String>, 
         .map(String::from),
     );
     if https {
-        origin.extend(["--enable-certificate-name-check", "true"].map(String::from));
+        // `az afd origin create` names it --enforce-certificate-name-check (default true; there is
+        // no --enable-certificate-name-check): stated so Front Door checks the origin's certificate.
+        origin.extend(["--enforce-certificate-name-check", "true"].map(String::from));
     }
     let origin_show = afd_args("origin", "show", &the_origin);
     let mut update = afd_args("origin", "update", &the_origin);
@@ -1200,17 +1388,20 @@ fn afd_private_link_steps(
         ]
         .map(String::from),
     );
+    let pls = render::PRIVATE_LINK_SERVICE_NAME;
     vec![
         Step {
             title: format!("Find the Private Link service AKS created for {}", t.what),
             commands: vec![
-                format!("NODE_RG=$({})", sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])),
-                format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "list", "-g", "$NODE_RG", "--query",
-                    &format!("[?contains(name, '{service}')].id | [0]"), "-o", "tsv"])),
+                format!("NODE_RG=$({})", sh(&NODE_RG_QUERY)),
+                format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "show", "-g", "$NODE_RG", "-n", pls,
+                    "--query", "id", "-o", "tsv"])),
             ],
             note: Some(format!(
-                "the Service {service} in {ns} carries azure-pls-create: \"true\"; AKS names the Private \
-                 Link service after it"
+                "the Service {service} in {ns} carries azure-pls-create: \"true\" and azure-pls-name: {pls}, so \
+                 cloud-provider-azure names the Private Link service {pls} (without the name it would be \
+                 pls-<frontend IP configuration name>). {}",
+                private_link_subnet_note(v)
             )),
         },
         Step {
@@ -1224,16 +1415,85 @@ fn afd_private_link_steps(
             )),
         },
         Step {
-            title: "Approve Front Door's pending private endpoint connection".into(),
-            commands: vec![format!(
-                "for id in $({}); do {}; done",
-                sh(&["az", "network", "private-endpoint-connection", "list", "--id", "$PLS_ID", "--query",
-                    "[?properties.privateLinkServiceConnectionState.status=='Pending'].id", "-o", "tsv"]),
-                sh(&["az", "network", "private-endpoint-connection", "approve", "--id", "$id", "--description", "Front Door gridos origin"]),
-            )],
-            note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
+            title: "Approve Front Door's private endpoint connection once it is Pending".into(),
+            commands: vec![private_endpoint_approval()],
+            note: Some(
+                "Front Door creates its private endpoint on its own time after the origin is added: the loop approves \
+                 each Pending connection as it appears and stops once one is Approved (at most 10 minutes, then it \
+                 fails); until then Front Door answers 502/504"
+                    .into(),
+            ),
         },
     ]
+}
+
+/// `az aks show ... --query nodeResourceGroup`: where AKS puts the load balancer and its Private Link service.
+const NODE_RG_QUERY: [&str; 11] = [
+    "az",
+    "aks",
+    "show",
+    "-g",
+    "$AKS_RG",
+    "-n",
+    "$AKS_NAME",
+    "--query",
+    "nodeResourceGroup",
+    "-o",
+    "tsv",
+];
+
+/// The Private Link service's NAT subnet: what `frontDoor.privateLinkSubnet` is, said once.
+fn private_link_subnet_note(v: &Values) -> String {
+    let subnet = &v.front_door.private_link_subnet;
+    if subnet.is_empty() {
+        "Its NAT addresses come from the load balancer's subnet; under Azure CNI with externalTrafficPolicy Local \
+         (the ingress controller's) they must come from a subnet apart from the pods': create one in the cluster's VNet and \
+         re-run install with --set frontDoor.privateLinkSubnet=<subnet name> (annotation \
+         azure-pls-ip-configuration-subnet)"
+            .into()
+    } else {
+        format!(
+            "Its NAT addresses come from subnet {subnet} (frontDoor.privateLinkSubnet, annotation \
+             azure-pls-ip-configuration-subnet), apart from the pods' subnet"
+        )
+    }
+}
+
+/// A bounded loop that approves Front Door's private endpoint connection once it is Pending: Front
+/// Door requests it asynchronously after the origin is created ("Connect Azure Front Door Premium
+/// to an internal load balancer origin with Private Link"), so one pass right away may find none.
+fn private_endpoint_approval() -> String {
+    let list = |status: &str| {
+        sh(&[
+            "az",
+            "network",
+            "private-endpoint-connection",
+            "list",
+            "--id",
+            "$PLS_ID",
+            "--query",
+            &format!("[?properties.privateLinkServiceConnectionState.status=='{status}'].id"),
+            "-o",
+            "tsv",
+        ])
+    };
+    let approve = sh(&[
+        "az",
+        "network",
+        "private-endpoint-connection",
+        "approve",
+        "--id",
+        "$id",
+        "--description",
+        "Front Door gridos origin",
+    ]);
+    format!(
+        "approved=; for i in $(seq 1 60); do for id in $({}); do {approve}; done; \
+         [ -n \"$({})\" ] && approved=1 && break; sleep 10; done; \
+         [ -n \"$approved\" ] || {{ echo \"no approved private endpoint connection on $PLS_ID after 10 min: check the origin\" >&2; false; }}",
+        list("Pending"),
+        list("Approved"),
+    )
 }
 
 /// The custom domain for the host, and its validation token.
@@ -1579,10 +1839,7 @@ fn stable_address_step(v: &Values) -> Step {
         commands: vec![
             format!("{}={}", V_AKS_RG.0, word(V_AKS_RG.1)),
             format!("{}={}", V_AKS.0, word(V_AKS.1)),
-            format!(
-                "NODE_RG=$({})",
-                sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])
-            ),
+            format!("NODE_RG=$({})", sh(&NODE_RG_QUERY)),
             guarded(
                 &["az", "network", "public-ip", "show", "-g", "$NODE_RG", "-n", "gridos-ingress"],
                 &["az", "network", "public-ip", "create", "-g", "$NODE_RG", "-n", "gridos-ingress", "--sku", "Standard",
@@ -1862,6 +2119,7 @@ mod tests {
         order(
             &az("appgw", &[]),
             &[
+                "AZ_LOCATION=$(az network vnet show",
                 "waf-policy create",
                 "vnet subnet create",
                 "public-ip create",
@@ -1872,13 +2130,19 @@ mod tests {
                 "http-listener create",
                 "rewrite-rule create",
                 "rule create",
+                "redirect-config create",
+                "rule delete",
+                "rule create",
                 "record-set a add-record",
+                "trustedCidrs=[$APPGW_SUBNET_PREFIX]",
             ],
         );
         for sets in [&[][..], &["frontDoor.privateLink=true"][..]] {
             order(
                 &az("frontdoor", sets),
                 &[
+                    "az extension add --name cdn --upgrade",
+                    "afd profile show",
                     "afd profile create",
                     "afd endpoint create",
                     "afd origin-group create",
@@ -2049,14 +2313,24 @@ mod tests {
             Some("10.0.0.7"),
         );
         let cmds = all_commands(&g);
+        // Looked up by the fixed name the Service's azure-pls-name gives it.
+        assert!(cmds.contains(
+            &"PLS_ID=$(az network private-link-service show -g \"$NODE_RG\" -n gridos-pls --query id -o tsv)"
+        ));
+        // Approved in a bounded wait: Front Door makes its connection on its own time.
+        let approve = cmds
+            .iter()
+            .find(|c| c.contains("az network private-endpoint-connection approve"))
+            .expect("an approval");
         assert!(
-            cmds.iter()
-                .any(|c| c.starts_with("PLS_ID=$(az network private-link-service list"))
+            approve.starts_with("approved=; for i in $(seq 1 60); do")
+                && approve.contains("status=='Pending'")
+                && approve.contains("status=='Approved'")
+                && approve.contains("sleep 10")
+                && approve.ends_with("false; }"),
+            "{approve}"
         );
-        assert!(
-            cmds.iter()
-                .any(|c| c.contains("az network private-endpoint-connection approve"))
-        );
+        assert!(to_text(&g).contains("frontDoor.privateLinkSubnet=<subnet name>"));
         assert!(
             cmds.iter()
                 .any(|c| c.contains("--enable-private-link true"))
@@ -2262,6 +2536,73 @@ mod tests {
         assert_eq!(relative_name("app.example.com", "other.org"), None);
         assert_eq!(likely_zone("app.example.com"), "example.com");
         assert_eq!(likely_zone("example.com"), "example.com");
+    }
+
+    /// `az afd` left the core CLI in 2.88.0: the cdn extension comes before the first `az afd` of
+    /// every Front Door variant, and nowhere else.
+    #[test]
+    fn the_cdn_extension_comes_before_the_first_az_afd() {
+        for p in crate::profile::BUILTIN {
+            for sets in [&[][..], &["frontDoor.privateLink=true"][..]] {
+                if !sets.is_empty() && p != "frontdoor" {
+                    continue;
+                }
+                let v = values(p, sets);
+                let g = run(&v, Some("203.0.113.10"));
+                let cmds = all_commands(&g);
+                let ext = cmds
+                    .iter()
+                    .position(|c| *c == "az extension add --name cdn --upgrade");
+                let afd = cmds.iter().position(|c| c.contains("az afd "));
+                match v.front {
+                    Front::Frontdoor => assert!(ext.is_some() && ext < afd, "{p} {sets:?}"),
+                    _ => assert!(ext.is_none() && afd.is_none(), "{p}"),
+                }
+            }
+        }
+    }
+
+    /// Application Gateway: the default port-80 rule gives way to a redirect, the WAF runs the
+    /// Default Rule Set, the gateway autoscales over zones in the VNet's region, and nginx's trust
+    /// narrows to the gateway's subnet.
+    #[test]
+    fn appgw_redirects_http_runs_drs_autoscales_and_trusts_its_subnet() {
+        let g = run(&values("appgw", &[]), Some("10.0.0.7"));
+        let cmds = all_commands(&g);
+        let has = |w: &str| cmds.iter().any(|c| c.contains(w));
+        assert!(has(
+            "redirect-config create -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n gridos-to-https --type Permanent --target-listener gridos-https"
+        ));
+        assert!(has(
+            "rule create -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n gridos-http --http-listener appGatewayHttpListener --redirect-config gridos-to-https"
+        ));
+        assert!(has(
+            "then az network application-gateway rule delete -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n rule1; fi"
+        ));
+        assert!(has("--type Microsoft_DefaultRuleSet --version 2.1") && !has("OWASP"));
+        assert!(has("--min-capacity 2 --max-capacity 10 --zones 1 2 3") && !has("--capacity 2 "));
+        assert!(has("--allocation-method Static --zone 1 2 3"));
+        assert!(cmds.contains(&"AZ_LOCATION=$(az network vnet show -g \"$VNET_RG\" -n \"$VNET_NAME\" --query location -o tsv)"));
+        assert!(
+            !cmds.iter().any(|c| c.starts_with("AZ_LOCATION='")),
+            "read from the VNet, not typed"
+        );
+        assert!(has(
+            "--set \"ingressController.realClientIp.trustedCidrs=[$APPGW_SUBNET_PREFIX]\""
+        ));
+        // Set already, or no nginx: nothing to narrow.
+        for sets in [
+            &["ingressController.realClientIp.trustedCidrs=[10.225.0.0/24]"][..],
+            &["traffic.layer=gateway-api"][..],
+        ] {
+            let g = run(&values("appgw", sets), Some("10.0.0.7"));
+            assert!(
+                !all_commands(&g)
+                    .iter()
+                    .any(|c| c.contains("APPGW_SUBNET_PREFIX")),
+                "{sets:?}"
+            );
+        }
     }
 
     #[test]
