@@ -128,6 +128,10 @@ const V_CERT: (&str, &str) = ("CERT_PFX", "<path to the PFX certificate for the 
 const V_CERT_PASSWORD: (&str, &str) = ("CERT_PASSWORD", "<the PFX's password>");
 const V_AFD_PROFILE: (&str, &str) = ("AFD_PROFILE", "<front-door-profile-name>");
 const V_AFD_ENDPOINT: (&str, &str) = ("AFD_ENDPOINT", "<endpoint-name, globally unique>");
+const V_AFD_WAF: (&str, &str) = (
+    "AFD_WAF_POLICY",
+    "<front-door-waf-policy-name, letters and digits only>",
+);
 const V_AKS_RG: (&str, &str) = ("AKS_RG", "<the cluster's resource group>");
 const V_AKS: (&str, &str) = ("AKS_NAME", "<the cluster's name>");
 const V_DNS_RG: (&str, &str) = ("DNS_RG", "<resource group of the Azure DNS zone>");
@@ -1178,9 +1182,11 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     let private_link = v.front_door.private_link;
     // Front Door custom-domain names take letters, digits and '-': the host with '-' for '.'.
     let domain = host.replace('.', "-");
-    let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT];
+    let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT, V_AFD_WAF];
     if private_link {
         vars.extend([V_LOCATION, V_AKS_RG, V_AKS]);
+    } else if front_door_ranges_needed(v) {
+        vars.push(V_LOCATION);
     }
     let mut steps = vec![variables_step(&vars)];
     steps.push(afd_profile_step(private_link));
@@ -1189,9 +1195,112 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     steps.push(afd_custom_domain_step(host, &domain));
     steps.push(afd_validation_step(v, input, &domain));
     steps.push(afd_route_step(v, &domain));
+    steps.push(afd_waf_step(private_link, &domain));
     steps.push(afd_cname_step(v, input));
     steps.push(afd_origin_check_step(v));
     steps
+}
+
+/// Installs or upgrades the Azure CLI's front-door extension, which carries `az network front-door
+/// waf-policy` (the Front Door WAF policy commands are not in the core CLI).
+pub const FRONT_DOOR_EXTENSION: [&str; 6] = [
+    "az",
+    "extension",
+    "add",
+    "--name",
+    "front-door",
+    "--upgrade",
+];
+
+/// The security policy's name inside the Front Door profile.
+const AFD_SECURITY_POLICY: &str = "gridos-waf";
+
+/// A Front Door WAF policy in Prevention mode, tied to the custom domain by a security policy
+/// (Learn, "Tutorial: Create a WAF policy for Azure Front Door by using the Azure CLI"). Managed rule
+/// sets (the Default Rule Set 2.1) need the Premium tier; on Standard the policy holds custom rules.
+fn afd_waf_step(premium: bool, domain: &str) -> Step {
+    let (rg, waf) = (var(V_RG), var(V_AFD_WAF));
+    let (rg, waf) = (rg.as_str(), waf.as_str());
+    let sku = if premium {
+        "Premium_AzureFrontDoor"
+    } else {
+        "Standard_AzureFrontDoor"
+    };
+    let waf_cmd = |more: &[&str]| owned_words(&["az", "network", "front-door", "waf-policy"], more);
+    let create = sh_words(waf_cmd(&[
+        "create",
+        "-g",
+        rg,
+        "-n",
+        waf,
+        "--sku",
+        sku,
+        "--mode",
+        "Prevention",
+    ]));
+    let managed = sh_words(waf_cmd(&[
+        "managed-rules",
+        "add",
+        "-g",
+        rg,
+        "--policy-name",
+        waf,
+        "--type",
+        "Microsoft_DefaultRuleSet",
+        "--version",
+        "2.1",
+        "--action",
+        "Block",
+    ]));
+    let show = sh_words(waf_cmd(&["show", "-g", rg, "-n", waf]));
+    let policy = if premium {
+        format!("{show} >/dev/null 2>&1 || {{ {create} && {managed}; }}")
+    } else {
+        format!("{show} >/dev/null 2>&1 || {create}")
+    };
+    let ids = |cmd: Vec<String>| format!("$({})", sh_words(cmd));
+    let domain_id = ids(afd_args(
+        "custom-domain",
+        "show",
+        &["--custom-domain-name", domain, "--query", "id", "-o", "tsv"],
+    ));
+    let waf_id = ids(waf_cmd(&[
+        "show", "-g", rg, "-n", waf, "--query", "id", "-o", "tsv",
+    ]));
+    let the_policy = ["--security-policy-name", AFD_SECURITY_POLICY];
+    let mut attach = the_policy.to_vec();
+    attach.extend(["--domains", &domain_id, "--waf-policy", &waf_id]);
+    Step {
+        title: "Put a WAF policy in front of the custom domain (Front Door security policy)".into(),
+        commands: vec![
+            sh(&FRONT_DOOR_EXTENSION),
+            policy,
+            guarded_words(
+                afd_args("security-policy", "show", &the_policy),
+                afd_args("security-policy", "create", &attach),
+            ),
+        ],
+        note: Some(if premium {
+            "the policy blocks what the Default Rule Set 2.1 matches (Prevention mode); the security policy applies it to the \
+             custom domain. `az network front-door waf-policy` lives in the front-door CLI extension"
+                .into()
+        } else {
+            "managed rule sets such as the Default Rule Set need the Premium tier: on Standard the policy runs in Prevention \
+             mode with the custom rules you add (e.g. rate limits: az network front-door waf-policy rule create); the \
+             security policy applies it to the custom domain. `az network front-door waf-policy` lives in the front-door CLI \
+             extension"
+                .into()
+        }),
+    }
+}
+
+/// Whether nginx should be told Front Door's full backend ranges: a public origin behind nginx whose
+/// trusted ranges are still the built-in two (the AzureFrontDoor.Backend service tag holds many more).
+fn front_door_ranges_needed(v: &Values) -> bool {
+    v.front == Front::Frontdoor
+        && !v.front_door.private_link
+        && profile::trusted_proxies(v).is_some()
+        && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
 }
 
 /// Installs or upgrades the Azure CLI's cdn extension, which carries `az afd` since CLI 2.88.0 (the
@@ -1535,7 +1644,10 @@ fn afd_custom_domain_step(host: &str, domain: &str) -> Step {
             ),
         ],
         note: Some(
-            "the token exists only once the domain is created; it is the TXT record's value".into(),
+            "the token exists only once the domain is created; it is the TXT record's value. The managed certificate is \
+             issued by DigiCert: a CAA record on the host or a parent domain (az network dns record-set caa list) that \
+             does not allow digicert.com (0 issue \"digicert.com\") blocks it"
+                .into(),
         ),
     }
 }
@@ -1666,6 +1778,28 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
         ))
     )];
     if input.az_available {
+        // A CNAME cannot share its name with other records (RFC 1034 3.6.2): an A record left by
+        // an earlier nginx or appgw install would make set-record fail.
+        let a = |verb: &str, more: &[&str]| {
+            owned_words(
+                &[
+                    "az",
+                    "network",
+                    "dns",
+                    "record-set",
+                    "a",
+                    verb,
+                    "-g",
+                    &zrg,
+                    "-z",
+                    &zone,
+                    "-n",
+                    &name,
+                ],
+                more,
+            )
+        };
+        cname.push(removed_if_present(a("show", &[]), a("delete", &["--yes"])));
         cname.push(sh(&[
             "az",
             "network",
@@ -1687,7 +1821,9 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
         title: format!("Point {host} at the endpoint (CNAME), now that the route serves it"),
         commands: cname,
         note: Some(if input.az_available {
-            "set-record replaces the CNAME's target".into()
+            "a CNAME cannot share its name with other records: an A record left by an earlier profile is deleted first; \
+             set-record replaces the CNAME's target"
+                .into()
         } else {
             "create the CNAME listed above with the value $AFD_HOST in your DNS".into()
         }),
@@ -1696,7 +1832,6 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
 
 /// How to check that only Front Door reaches the origin: no public IP, or the service-tag lock.
 fn afd_origin_check_step(v: &Values) -> Step {
-    let host = v.host.as_str();
     let private_link = v.front_door.private_link;
     let t = target(v);
     let ingress_ns = &t.ns;
@@ -1711,52 +1846,106 @@ fn afd_origin_check_step(v: &Values) -> Step {
             note: Some("the internal load balancer has no public IP; only approved private endpoints (Front Door's) reach it".into()),
         }
     } else {
-        let fdid = format!(
-            "$({})",
-            sh_words(afd_args(
-                "profile",
-                "show",
-                &["--query", "frontDoorId", "-o", "tsv"]
-            ))
-        );
-        let mut commands = vec![format!(
-            "kubectl get service {service} -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
-            word(ingress_ns)
-        )];
-        if v.front_door.id.is_empty() {
-            commands.push(format!(
-                "gridos-setup install --profile {} --host {}{} --set frontDoor.id={} --yes",
-                word(&v.name),
-                word(host),
-                traffic_flag(v),
-                word(&fdid)
-            ));
-        }
-        Step {
-            title: "Lock the origin to your Front Door".into(),
-            commands,
-            note: Some(format!(
-                "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every \
-                 Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
-                 (az afd profile show --query frontDoorId). {}, so do it in the app (e.g. a middleware that answers 403). {}",
-                if t.gateway {
-                    "Flagger owns the HTTPRoute and replaces any header match added to it"
-                } else {
-                    "Snippets are disabled in this install (allow-snippet-annotations: false)"
-                },
-                if v.front_door.id.is_empty() {
-                    "Re-run install with frontDoor.id set (second command) so the load tester sends the header and the \
-                     canary analysis measures requests that pass the lock"
-                        .to_string()
-                } else {
-                    format!(
-                        "The load tester sends X-Azure-FDID: {}, so its requests pass the lock",
-                        v.front_door.id
-                    )
-                }
-            )),
-        }
+        afd_public_origin_lock_step(v)
     }
+}
+
+/// `az network list-service-tags ... | paste -sd, -`: the AzureFrontDoor.Backend prefixes as one
+/// comma-separated list. The tag's prefixes change; the service-tag discovery API publishes them.
+fn front_door_ranges_command() -> String {
+    format!(
+        "FD_BACKEND=$({} | paste -sd, -)",
+        sh(&[
+            "az",
+            "network",
+            "list-service-tags",
+            "--location",
+            "$AZ_LOCATION",
+            "--query",
+            "values[?name=='AzureFrontDoor.Backend'].properties.addressPrefixes[]",
+            "-o",
+            "tsv",
+        ])
+    )
+}
+
+/// The public origin: admitted only from AzureFrontDoor.Backend, which every Front Door shares, so
+/// the app must check X-Azure-FDID; nginx learns the tag's full ranges and the load tester the ID.
+fn afd_public_origin_lock_step(v: &Values) -> Step {
+    let t = target(v);
+    let fdid_cmd = sh_words(afd_args(
+        "profile",
+        "show",
+        &["--query", "frontDoorId", "-o", "tsv"],
+    ));
+    let mut commands = vec![
+        format!(
+            "kubectl get service {} -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
+            word(&t.service),
+            word(&t.ns)
+        ),
+        fdid_cmd.clone(),
+    ];
+    let mut sets = Vec::new();
+    if v.front_door.id.is_empty() {
+        sets.push(format!("frontDoor.id=\"$({fdid_cmd})\""));
+    }
+    if front_door_ranges_needed(v) {
+        commands.push(front_door_ranges_command());
+        sets.push("\"ingressController.realClientIp.trustedCidrs=[$FD_BACKEND]\"".to_string());
+    }
+    if !sets.is_empty() {
+        let sets: Vec<String> = sets.iter().map(|s| format!(" --set {s}")).collect();
+        commands.push(format!(
+            "gridos-setup install --profile {} --host {}{}{} --yes",
+            word(&v.name),
+            word(&v.host),
+            traffic_flag(v),
+            sets.concat()
+        ));
+    }
+    Step {
+        title: "Lock the origin to your Front Door".into(),
+        commands,
+        note: Some(afd_lock_note(v, !sets.is_empty())),
+    }
+}
+
+/// What the lock does and does not do, said once.
+fn afd_lock_note(v: &Values, rerun: bool) -> String {
+    let gateway = target(v).gateway;
+    let mut note = String::from(
+        "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every Front \
+         Door profile shares them, anyone's: until the app rejects requests whose X-Azure-FDID header is not your Front \
+         Door ID (the second command prints it), the origin is open to any Front Door. ",
+    );
+    note.push_str(if gateway {
+        "Flagger owns the HTTPRoute and replaces any header match added to it, so check it in the app (e.g. a middleware that answers 403)."
+    } else {
+        "Snippets are disabled in this install (allow-snippet-annotations: false), so check it in the app (e.g. a middleware \
+         that answers 403)."
+    });
+    if front_door_ranges_needed(v) {
+        note.push_str(
+            " nginx trusts X-Forwarded-For only from Front Door's documented 147.243.0.0/16 and 2a01:111:2050::/44 until \
+             given the service tag's full, changing list (FD_BACKEND, from az network list-service-tags); re-run when it changes.",
+        );
+    }
+    if rerun {
+        note.push_str(" The last command re-runs install with these values");
+        if v.front_door.id.is_empty() {
+            note.push_str(
+                " (with frontDoor.id the load tester sends the header, so the canary analysis measures requests that pass the lock)",
+            );
+        }
+        note.push('.');
+    } else if !v.front_door.id.is_empty() {
+        note.push_str(&format!(
+            " The load tester sends X-Azure-FDID: {}, so its requests pass the lock.",
+            v.front_door.id
+        ));
+    }
+    note
 }
 
 /// What nginx takes the client's address from, and how to see it: per-client limits (limit-rps) and
@@ -2600,6 +2789,76 @@ mod tests {
                 !all_commands(&g)
                     .iter()
                     .any(|c| c.contains("APPGW_SUBNET_PREFIX")),
+                "{sets:?}"
+            );
+        }
+    }
+
+    /// Front Door: nginx learns the service tag's full ranges from `az network list-service-tags` (in
+    /// the same re-run as frontDoor.id), a WAF policy guards the domain through a security policy
+    /// (the Default Rule Set where the tier has managed rules), a leftover A record goes before the
+    /// CNAME, and the notes say the origin is open until the app checks X-Azure-FDID and name CAA.
+    #[test]
+    fn frontdoor_trusts_the_service_tag_runs_a_waf_and_clears_the_a_record() {
+        let g = guidance(&GuidanceInput {
+            values: &values("frontdoor", &[]),
+            address: Some("203.0.113.10"),
+            az_available: true,
+            dns_zone: Some(("dns-rg", "example.com")),
+        });
+        let cmds = all_commands(&g);
+        let at = |w: &str| {
+            cmds.iter()
+                .position(|c| c.contains(w))
+                .unwrap_or_else(|| panic!("{w} in {cmds:#?}"))
+        };
+        assert!(cmds.contains(&"FD_BACKEND=$(az network list-service-tags --location \"$AZ_LOCATION\" --query \"values[?name=='AzureFrontDoor.Backend'].properties.addressPrefixes[]\" -o tsv | paste -sd, -)"));
+        let rerun = cmds[at("gridos-setup install")];
+        assert!(
+            rerun.contains("--set frontDoor.id=\"$(az afd profile show")
+                && rerun.contains(
+                    "--set \"ingressController.realClientIp.trustedCidrs=[$FD_BACKEND]\""
+                ),
+            "one re-run sets both: {rerun}"
+        );
+        assert!(
+            at("az extension add --name front-door --upgrade")
+                < at("az network front-door waf-policy create")
+        );
+        assert!(at("waf-policy create") < at("az afd security-policy create"));
+        assert!(at("az afd security-policy create") < at("record-set cname set-record"));
+        assert!(at("record-set a delete") < at("record-set cname set-record"));
+        assert!(
+            !cmds.iter().any(|c| c.contains("managed-rules add")),
+            "Standard has no managed rules"
+        );
+        let text = to_text(&g);
+        assert!(text.contains("the origin is open to any Front Door") && text.contains("DigiCert"));
+
+        let g = run(
+            &values("frontdoor", &["frontDoor.privateLink=true"]),
+            Some("10.0.0.7"),
+        );
+        let cmds = all_commands(&g);
+        assert!(cmds.iter().any(|c| c.contains("--sku Premium_AzureFrontDoor --mode Prevention && az network front-door waf-policy managed-rules add")
+            && c.contains("--type Microsoft_DefaultRuleSet --version 2.1 --action Block")));
+        assert!(
+            !cmds.iter().any(|c| c.contains("list-service-tags")),
+            "Private Link: private ranges"
+        );
+        // The Gateway API has no nginx to tell; a set trustedCidrs is the user's choice.
+        for sets in [
+            &[
+                "traffic.layer=gateway-api",
+                "gateway.tls.secretName=app-tls",
+            ][..],
+            &["ingressController.realClientIp.trustedCidrs=[147.243.0.0/16]"][..],
+        ] {
+            let g = run(&values("frontdoor", sets), Some("203.0.113.10"));
+            assert!(
+                !all_commands(&g)
+                    .iter()
+                    .any(|c| c.contains("list-service-tags")),
                 "{sets:?}"
             );
         }
