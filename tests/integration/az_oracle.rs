@@ -567,3 +567,115 @@ fn azure_cli_version() -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// What kubectl says when a command line is wrong (cobra's flag and argument errors, a jsonpath or
+/// a resource name it cannot parse), as opposed to what the cluster lacks (NotFound).
+const KUBECTL_USAGE_ERRORS: &[&str] = &[
+    "unknown flag",
+    "unknown shorthand flag",
+    "unknown command",
+    "flag needs an argument",
+    "invalid argument",
+    "error parsing",
+    "unrecognized",
+    "accepts ",
+    "required flag",
+    "must specify",
+];
+
+/// Runs `kubectl ARGV` against the test control plane for at most `secs` seconds (a `--watch`,
+/// `logs -f` or `port-forward` runs until stopped): its stderr, and whether it was still running.
+fn kubectl_for(argv: &[String], secs: u64) -> (String, bool) {
+    let dir = std::env::temp_dir().join(unique_name("kubectl-oracle"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = dir.join("stderr");
+    let mut child = Command::new(crate::util::on_path("kubectl"))
+        .args(argv)
+        .arg("--kubeconfig")
+        .arg(crate::util::kubeconfig())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run kubectl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut running = false;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&err).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    (text, running)
+}
+
+/// Every `kubectl` command the guidance prints (ingress-nginx and Gateway API variants), run against
+/// the test control plane after an install, with the app's Deployment in place: none is refused as a
+/// command line. Writes (`set image`) run with `--dry-run=server`; commands that stream run for 5 s.
+#[tokio::test]
+async fn cluster_every_printed_kubectl_command_runs_against_the_control_plane() {
+    let _lock = crate::util::cluster_lock().await;
+    let c = crate::util::client().await;
+    crate::util::reset(&c).await;
+    crate::util::ok(&crate::util::install_nginx());
+    // The app the guidance's deploy step would create: Deployment gridos, container gridos.
+    let (err, _) = kubectl_for(
+        &[
+            "create",
+            "deployment",
+            "gridos",
+            "--image=registry.example/gridos",
+            "-n",
+            "gridos",
+        ]
+        .map(String::from),
+        30,
+    );
+    // A warning (Pod Security "restricted" in the app namespace) is fine; an error is not.
+    assert!(!err.contains("error"), "{err}");
+    let (_, kubectl) = guidance_commands();
+    let distinct: BTreeSet<Argv> = kubectl.into_iter().collect();
+    assert!(distinct.len() >= 8, "{distinct:#?}");
+    let mut refused = Vec::new();
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    for argv in &distinct {
+        let mut run = argv.clone();
+        if run.first().is_some_and(|v| v == "set") {
+            run.push("--dry-run=server".into());
+        }
+        let (err, running) = kubectl_for(&run, 5);
+        let outcome = if running {
+            "ran until stopped"
+        } else if !err.contains("rror") {
+            "succeeded"
+        } else {
+            // NotFound for what Flagger or the Gateway layer would create, and no kubelet behind
+            // kwok's nodes for logs and port-forward: the command line itself was taken.
+            "refused by the cluster, not as a command line"
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        eprintln!(
+            "kubectl {}: {outcome}: {}",
+            run.join(" "),
+            err.trim().lines().next().unwrap_or_default()
+        );
+        if KUBECTL_USAGE_ERRORS.iter().any(|p| err.contains(p)) {
+            refused.push(format!("kubectl {}\n  {}", run.join(" "), err.trim()));
+        }
+    }
+    eprintln!(
+        "kubectl commands: {} distinct: {outcomes:?}",
+        distinct.len()
+    );
+    crate::util::reset(&c).await;
+    assert!(
+        refused.is_empty(),
+        "kubectl refuses printed commands:\n{}",
+        refused.join("\n")
+    );
+}
