@@ -102,9 +102,13 @@ pub const APPGW_PUBLIC_IP: &str = "<application-gateway-public-ip>";
 pub const AFD_ENDPOINT_HOST: &str = "<endpoint>.z01.azurefd.net";
 
 /// The retirement notice every profile carries.
+///
+/// The enablement is one call: managed Gateway API needs its implementing add-on enabled before or
+/// with it (Learn, "managed Gateway API": `--enable-gateway-api` together with
+/// `--enable-app-routing-istio`).
 pub const RETIREMENT_WARNING: &str = "ingress-nginx was retired in March 2026 and gets no more \
-     security fixes. Move to the Gateway API on AKS application routing: enable it (`az aks update \
-     --enable-gateway-api`, `az aks approuting gateway istio enable`), check with `gridos-setup check \
+     security fixes. Move to the Gateway API on AKS application routing: enable it in one call (`az aks update \
+     -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio`), check with `gridos-setup check \
      --pre --traffic gateway-api`, then re-run install with `--traffic gateway-api` (see the README).";
 
 /// The shell variables the Azure commands read, each with what it stands for: the values only the
@@ -124,6 +128,10 @@ const V_CERT: (&str, &str) = ("CERT_PFX", "<path to the PFX certificate for the 
 const V_CERT_PASSWORD: (&str, &str) = ("CERT_PASSWORD", "<the PFX's password>");
 const V_AFD_PROFILE: (&str, &str) = ("AFD_PROFILE", "<front-door-profile-name>");
 const V_AFD_ENDPOINT: (&str, &str) = ("AFD_ENDPOINT", "<endpoint-name, globally unique>");
+const V_AFD_WAF: (&str, &str) = (
+    "AFD_WAF_POLICY",
+    "<front-door-waf-policy-name, letters and digits only>",
+);
 const V_AKS_RG: (&str, &str) = ("AKS_RG", "<the cluster's resource group>");
 const V_AKS: (&str, &str) = ("AKS_NAME", "<the cluster's name>");
 const V_DNS_RG: (&str, &str) = ("DNS_RG", "<resource group of the Azure DNS zone>");
@@ -284,10 +292,14 @@ fn shared_advice(g: &mut Guidance, v: &Values, address: &str, input: &GuidanceIn
         && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
         && profile::front_ranges(v) == profile::PRIVATE_RANGES
     {
+        let how = if v.front == Front::Appgw {
+            "(step \"Trust forwarded client addresses from the gateway's subnet only\")"
+        } else {
+            "with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]'"
+        };
         g.warnings.push(format!(
             "nginx takes the client's address from X-Forwarded-For sent from any private address ({}): narrow it to the \
-             front's subnet with --set 'ingressController.realClientIp.trustedCidrs=[<subnet-cidr>]' so that nothing else \
-             in the VNet can set it.",
+             front's subnet {how} so that nothing else in the VNet can set it.",
             profile::PRIVATE_RANGES.join(", ")
         ));
     }
@@ -546,13 +558,13 @@ fn a_record_step(v: &Values, title: &str, address: &str, dns_zone: Option<(&str,
 }
 
 /// Application Gateway v2 with a WAF policy in front of the internal load balancer, created in the
-/// order a fresh subscription needs: WAF policy, subnet and public IP, gateway, pool, probe,
-/// settings, TLS listener, X-Forwarded-For rewrite, rule, then the A record.
+/// order a fresh subscription needs: the VNet's region, WAF policy, subnet and public IP, gateway,
+/// pool, probe, settings, TLS listener, X-Forwarded-For rewrite, rule, the port-80 redirect in place
+/// of the gateway's default rule, the A record, then nginx's trust narrowed to the gateway's subnet.
 fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
     let host = v.host.as_str();
     let mut steps = vec![variables_step(&[
         V_RG,
-        V_LOCATION,
         V_GATEWAY,
         V_VNET_RG,
         V_VNET,
@@ -561,13 +573,164 @@ fn appgw_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step> {
         V_CERT,
         V_CERT_PASSWORD,
     ])];
+    steps.push(vnet_location_step());
     steps.push(waf_policy_step());
     steps.push(appgw_subnet_step());
-    steps.push(appgw_create_step(address));
+    steps.push(appgw_create_step());
     steps.extend(appgw_backend_steps(v, address));
     steps.extend(appgw_listener_steps(host, target(v).gateway));
+    steps.push(appgw_http_redirect_step());
     steps.push(appgw_a_record_step(v, input));
+    steps.extend(appgw_trusted_subnet_step(v));
     steps
+}
+
+/// The gateway, its public IP and WAF policy go where the VNet is (a gateway must be in its
+/// VNet's region): the region is read from the VNet rather than typed a second time.
+fn vnet_location_step() -> Step {
+    Step {
+        title: "Use the VNet's region for the gateway".into(),
+        commands: vec![format!(
+            "{}=$({})",
+            V_LOCATION.0,
+            sh(&[
+                "az",
+                "network",
+                "vnet",
+                "show",
+                "-g",
+                "$VNET_RG",
+                "-n",
+                "$VNET_NAME",
+                "--query",
+                "location",
+                "-o",
+                "tsv"
+            ])
+        )],
+        note: Some(
+            "an Application Gateway must be in the same region as the VNet of its subnet".into(),
+        ),
+    }
+}
+
+/// `if SHOW >/dev/null 2>&1; then DELETE; fi`: removes what exists, so a second run changes nothing.
+fn removed_if_present(show: Vec<String>, delete: Vec<String>) -> String {
+    format!(
+        "if {} >/dev/null 2>&1; then {}; fi",
+        sh_words(show),
+        sh_words(delete)
+    )
+}
+
+/// What `az network application-gateway create` makes besides the gateway (azure-cli
+/// `_template_builder.py`): a port-80 listener, a rule from it to a pool through HTTP settings that
+/// use the default probe.
+const APPGW_DEFAULT_LISTENER: &str = "appGatewayHttpListener";
+const APPGW_DEFAULT_RULE: &str = "rule1";
+const APPGW_DEFAULT_SETTINGS: &str = "appGatewayBackendHttpSettings";
+const APPGW_DEFAULT_POOL: &str = "appGatewayBackendPool";
+const REDIRECT: &str = "gridos-to-https";
+const HTTP_RULE: &str = "gridos-http";
+
+/// http:// answers with a permanent redirect to the HTTPS listener: the gateway's default rule (to
+/// an empty pool whose default probe, `GET /` with Host 127.0.0.1, gets 404 from nginx and Istio, so
+/// the backend is unhealthy and http:// answers 502) gives way to a redirect rule on the same listener.
+fn appgw_http_redirect_step() -> Step {
+    let redirect = [
+        "--type",
+        "Permanent",
+        "--target-listener",
+        LISTENER,
+        "--include-path",
+        "true",
+        "--include-query-string",
+        "true",
+    ];
+    let rule = [
+        "--http-listener",
+        APPGW_DEFAULT_LISTENER,
+        "--redirect-config",
+        REDIRECT,
+        "--rule-type",
+        "Basic",
+        "--priority",
+        "200",
+    ];
+    let remove = |group: &str, name: &str| {
+        removed_if_present(
+            gw_args(group, "show", name, &[]),
+            gw_args(group, "delete", name, &[]),
+        )
+    };
+    Step {
+        title: "Redirect http:// to https:// (in place of the gateway's default port-80 rule)"
+            .into(),
+        commands: vec![
+            guarded_words(
+                gw_args("redirect-config", "show", REDIRECT, &[]),
+                gw_args("redirect-config", "create", REDIRECT, &redirect),
+            ),
+            remove("rule", APPGW_DEFAULT_RULE),
+            guarded_words(
+                gw_args("rule", "show", HTTP_RULE, &[]),
+                gw_args("rule", "create", HTTP_RULE, &rule),
+            ),
+            remove("http-settings", APPGW_DEFAULT_SETTINGS),
+            remove("address-pool", APPGW_DEFAULT_POOL),
+        ],
+        note: Some(format!(
+            "application-gateway create also made listener {APPGW_DEFAULT_LISTENER} on port 80 and rule {APPGW_DEFAULT_RULE} to \
+             pool {APPGW_DEFAULT_POOL} through settings {APPGW_DEFAULT_SETTINGS}, whose default probe (GET / with Host \
+             127.0.0.1, healthy on 200-399) gets 404 from the ingress, so http:// would answer 502; the listener now \
+             redirects (301) to {LISTENER} with path and query, and the unused defaults are removed"
+        )),
+    }
+}
+
+/// nginx trusts X-Forwarded-For from all of RFC 1918 until told the gateway's subnet: read its
+/// prefix and re-run install with it (only the gateway's instances can then set the client address).
+fn appgw_trusted_subnet_step(v: &Values) -> Option<Step> {
+    profile::trusted_proxies(v)?;
+    if !v.ingress_controller.real_client_ip.trusted_cidrs.is_empty() {
+        return None;
+    }
+    Some(Step {
+        title: "Trust forwarded client addresses from the gateway's subnet only".into(),
+        commands: vec![
+            format!(
+                "APPGW_SUBNET_PREFIX=$({})",
+                sh(&[
+                    "az",
+                    "network",
+                    "vnet",
+                    "subnet",
+                    "show",
+                    "-g",
+                    "$VNET_RG",
+                    "--vnet-name",
+                    "$VNET_NAME",
+                    "-n",
+                    APPGW_SUBNET,
+                    "--query",
+                    "addressPrefix",
+                    "-o",
+                    "tsv"
+                ])
+            ),
+            format!(
+                "gridos-setup install --profile {} --host {}{} --set \"ingressController.realClientIp.trustedCidrs=[$APPGW_SUBNET_PREFIX]\" --yes",
+                word(&v.name),
+                word(&v.host),
+                traffic_flag(v)
+            ),
+        ],
+        note: Some(format!(
+            "the gateway's instances connect from {APPGW_SUBNET}; until this re-run nginx takes X-Forwarded-For from any \
+             private address ({})",
+            profile::PRIVATE_RANGES.join(", ")
+        )),
+    })
 }
 
 /// The Application Gateway's public IP, named after the gateway.
@@ -617,17 +780,24 @@ fn waf_policy_step() -> Step {
     let (rg, waf) = (var(V_RG), var(V_WAF));
     let (rg, waf) = (rg.as_str(), waf.as_str());
     Step {
-        title: "Create the WAF policy (OWASP 3.2, Prevention mode)".into(),
+        title: "Create the WAF policy (Microsoft Default Rule Set 2.1, Prevention mode)".into(),
         commands: vec![
             guarded(
                 &["az", "network", "application-gateway", "waf-policy", "show", "-g", rg, "-n", waf],
                 &["az", "network", "application-gateway", "waf-policy", "create", "-g", rg, "-n", waf,
-                  "-l", &var(V_LOCATION), "--type", "OWASP", "--version", "3.2"],
+                  "-l", &var(V_LOCATION), "--type", "Microsoft_DefaultRuleSet", "--version", "2.1"],
             ),
             sh(&["az", "network", "application-gateway", "waf-policy", "policy-setting", "update", "-g", rg,
                  "--policy-name", waf, "--mode", "Prevention", "--state", "Enabled"]),
         ],
-        note: Some("a new policy starts in Detection mode, which only logs; Prevention blocks what the rules match".into()),
+        note: Some(
+            "the Default Rule Set (DRS) 2.1, built on OWASP CRS 3.3.2 with Microsoft Threat Intelligence rules, is the \
+             managed rule set Azure recommends for Application Gateway WAF (Learn, \"DRS and CRS rule groups and rules\"); a policy made earlier with OWASP keeps it until you run `az network \
+             application-gateway waf-policy managed-rule rule-set remove` for it and `rule-set add --type \
+             Microsoft_DefaultRuleSet --version 2.1`. A new policy starts in Detection mode, which only logs; Prevention \
+             blocks what the rules match"
+                .into(),
+        ),
     }
 }
 
@@ -707,26 +877,36 @@ fn appgw_public_ip_command() -> String {
                 "Standard",
                 "--allocation-method",
                 "Static",
+                "--zone",
+                "1",
+                "2",
+                "3",
             ],
         ),
     )
 }
 
-/// The gateway itself, with the ingress controller's address as its first backend.
-fn appgw_create_step(address: &str) -> Step {
+/// The gateway itself: WAF_v2, autoscaling, zone-redundant; its backend comes in the next steps.
+fn appgw_create_step() -> Step {
     let (rg, gw, waf) = (var(V_RG), var(V_GATEWAY), var(V_WAF));
     let (rg, gw, waf) = (rg.as_str(), gw.as_str(), waf.as_str());
     let vnet = var(V_VNET);
     Step {
-        title: "Create the Application Gateway (WAF_v2)".into(),
+        title: "Create the Application Gateway (WAF_v2, autoscaling 2-10 instances, zones 1-3)".into(),
         commands: vec![guarded(
             &["az", "network", "application-gateway", "show", "-g", rg, "-n", gw],
             &["az", "network", "application-gateway", "create", "-g", rg, "-n", gw, "-l", &var(V_LOCATION),
-              "--sku", "WAF_v2", "--capacity", "2", "--vnet-name", &vnet,
+              "--sku", "WAF_v2", "--min-capacity", "2", "--max-capacity", "10", "--zones", "1", "2", "3",
+              "--vnet-name", &vnet,
               "--subnet", "$(az network vnet subnet show -g \"$VNET_RG\" --vnet-name \"$VNET_NAME\" -n appgw-subnet --query id -o tsv)",
-              "--public-ip-address", APPGW_PIP, "--waf-policy", waf, "--priority", "1000", "--servers", address],
+              "--public-ip-address", APPGW_PIP, "--waf-policy", waf, "--priority", "1000"],
         )],
-        note: Some("creating a gateway takes several minutes; its default HTTP rule on port 80 is kept as created".into()),
+        note: Some(
+            "creating a gateway takes several minutes. v2 autoscales between --min-capacity and --max-capacity instead of a \
+             fixed --capacity; --zones 1 2 3 (and the public IP's --zone 1 2 3) spread it over availability zones: drop \
+             both in a region without zones"
+                .into(),
+        ),
     }
 }
 
@@ -1002,9 +1182,11 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     let private_link = v.front_door.private_link;
     // Front Door custom-domain names take letters, digits and '-': the host with '-' for '.'.
     let domain = host.replace('.', "-");
-    let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT];
+    let mut vars = vec![V_RG, V_AFD_PROFILE, V_AFD_ENDPOINT, V_AFD_WAF];
     if private_link {
         vars.extend([V_LOCATION, V_AKS_RG, V_AKS]);
+    } else if front_door_ranges_needed(v) {
+        vars.push(V_LOCATION);
     }
     let mut steps = vec![variables_step(&vars)];
     steps.push(afd_profile_step(private_link));
@@ -1013,10 +1195,117 @@ fn frontdoor_steps(v: &Values, address: &str, input: &GuidanceInput) -> Vec<Step
     steps.push(afd_custom_domain_step(host, &domain));
     steps.push(afd_validation_step(v, input, &domain));
     steps.push(afd_route_step(v, &domain));
+    steps.push(afd_waf_step(private_link, &domain));
     steps.push(afd_cname_step(v, input));
     steps.push(afd_origin_check_step(v));
     steps
 }
+
+/// Installs or upgrades the Azure CLI's front-door extension, which carries `az network front-door
+/// waf-policy` (the Front Door WAF policy commands are not in the core CLI).
+pub const FRONT_DOOR_EXTENSION: [&str; 6] = [
+    "az",
+    "extension",
+    "add",
+    "--name",
+    "front-door",
+    "--upgrade",
+];
+
+/// The security policy's name inside the Front Door profile.
+const AFD_SECURITY_POLICY: &str = "gridos-waf";
+
+/// A Front Door WAF policy in Prevention mode, tied to the custom domain by a security policy
+/// (Learn, "Tutorial: Create a WAF policy for Azure Front Door by using the Azure CLI"). Managed rule
+/// sets (the Default Rule Set 2.1) need the Premium tier; on Standard the policy holds custom rules.
+fn afd_waf_step(premium: bool, domain: &str) -> Step {
+    let (rg, waf) = (var(V_RG), var(V_AFD_WAF));
+    let (rg, waf) = (rg.as_str(), waf.as_str());
+    let sku = if premium {
+        "Premium_AzureFrontDoor"
+    } else {
+        "Standard_AzureFrontDoor"
+    };
+    let waf_cmd = |more: &[&str]| owned_words(&["az", "network", "front-door", "waf-policy"], more);
+    let create = sh_words(waf_cmd(&[
+        "create",
+        "-g",
+        rg,
+        "-n",
+        waf,
+        "--sku",
+        sku,
+        "--mode",
+        "Prevention",
+    ]));
+    let managed = sh_words(waf_cmd(&[
+        "managed-rules",
+        "add",
+        "-g",
+        rg,
+        "--policy-name",
+        waf,
+        "--type",
+        "Microsoft_DefaultRuleSet",
+        "--version",
+        "2.1",
+        "--action",
+        "Block",
+    ]));
+    let show = sh_words(waf_cmd(&["show", "-g", rg, "-n", waf]));
+    let policy = if premium {
+        format!("{show} >/dev/null 2>&1 || {{ {create} && {managed}; }}")
+    } else {
+        format!("{show} >/dev/null 2>&1 || {create}")
+    };
+    let ids = |cmd: Vec<String>| format!("$({})", sh_words(cmd));
+    let domain_id = ids(afd_args(
+        "custom-domain",
+        "show",
+        &["--custom-domain-name", domain, "--query", "id", "-o", "tsv"],
+    ));
+    let waf_id = ids(waf_cmd(&[
+        "show", "-g", rg, "-n", waf, "--query", "id", "-o", "tsv",
+    ]));
+    let the_policy = ["--security-policy-name", AFD_SECURITY_POLICY];
+    let mut attach = the_policy.to_vec();
+    attach.extend(["--domains", &domain_id, "--waf-policy", &waf_id]);
+    Step {
+        title: "Put a WAF policy in front of the custom domain (Front Door security policy)".into(),
+        commands: vec![
+            sh(&FRONT_DOOR_EXTENSION),
+            policy,
+            guarded_words(
+                afd_args("security-policy", "show", &the_policy),
+                afd_args("security-policy", "create", &attach),
+            ),
+        ],
+        note: Some(if premium {
+            "the policy blocks what the Default Rule Set 2.1 matches (Prevention mode); the security policy applies it to the \
+             custom domain. `az network front-door waf-policy` lives in the front-door CLI extension"
+                .into()
+        } else {
+            "managed rule sets such as the Default Rule Set need the Premium tier: on Standard the policy runs in Prevention \
+             mode with the custom rules you add (e.g. rate limits: az network front-door waf-policy rule create); the \
+             security policy applies it to the custom domain. `az network front-door waf-policy` lives in the front-door CLI \
+             extension"
+                .into()
+        }),
+    }
+}
+
+/// Whether nginx should be told Front Door's full backend ranges: a public origin behind nginx whose
+/// trusted ranges are still the built-in two (the AzureFrontDoor.Backend service tag holds many more).
+fn front_door_ranges_needed(v: &Values) -> bool {
+    v.front == Front::Frontdoor
+        && !v.front_door.private_link
+        && profile::trusted_proxies(v).is_some()
+        && v.ingress_controller.real_client_ip.trusted_cidrs.is_empty()
+}
+
+/// Installs or upgrades the Azure CLI's cdn extension, which carries `az afd` since CLI 2.88.0 (the
+/// `cdn`/`afd` command module left the core CLI then; azure-cli 2.87.0 is the last with it).
+pub const CDN_EXTENSION: [&str; 6] = ["az", "extension", "add", "--name", "cdn", "--upgrade"];
 
 /// `az afd SUB VERB -g "$AZ_RG" --profile-name "$AFD_PROFILE" MORE...`
 fn afd_args(sub: &str, verb: &str, more: &[&str]) -> Vec<String> {
@@ -1039,6 +1328,7 @@ fn afd_profile_step(private_link: bool) -> Step {
     Step {
         title: format!("Create the Front Door profile ({sku}) and its endpoint"),
         commands: vec![
+            sh(&CDN_EXTENSION),
             guarded_words(
                 afd_args("profile", "show", &[]),
                 afd_args("profile", "create", &["--sku", sku]),
@@ -1052,11 +1342,16 @@ fn afd_profile_step(private_link: bool) -> Step {
                 ),
             ),
         ],
-        note: if private_link {
-            Some("Private Link origins need the Premium tier".into())
-        } else {
-            None
-        },
+        note: Some(format!(
+            "`az afd` left the core Azure CLI in 2.88.0 for the cdn extension: the first command installs or upgrades it \
+             (a CLI older than 2.88.0 still has `az afd` built in; there, if the extension refuses your CLI version, \
+             upgrade the CLI or skip that command){}",
+            if private_link {
+                "; Private Link origins need the Premium tier"
+            } else {
+                ""
+            }
+        )),
     }
 }
 
@@ -1166,7 +1461,9 @@ fn afd_origin_commands(v: &Values, address: &str) -> (Vec<String>, Vec<String>, 
         .map(String::from),
     );
     if https {
-        origin.extend(["--enable-certificate-name-check", "true"].map(String::from));
+        // `az afd origin create` names it --enforce-certificate-name-check (default true; there is
+        // no --enable-certificate-name-check): stated so Front Door checks the origin's certificate.
+        origin.extend(["--enforce-certificate-name-check", "true"].map(String::from));
     }
     let origin_show = afd_args("origin", "show", &the_origin);
     let mut update = afd_args("origin", "update", &the_origin);
@@ -1200,17 +1497,20 @@ fn afd_private_link_steps(
         ]
         .map(String::from),
     );
+    let pls = render::PRIVATE_LINK_SERVICE_NAME;
     vec![
         Step {
             title: format!("Find the Private Link service AKS created for {}", t.what),
             commands: vec![
-                format!("NODE_RG=$({})", sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])),
-                format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "list", "-g", "$NODE_RG", "--query",
-                    &format!("[?contains(name, '{service}')].id | [0]"), "-o", "tsv"])),
+                format!("NODE_RG=$({})", sh(&NODE_RG_QUERY)),
+                format!("PLS_ID=$({})", sh(&["az", "network", "private-link-service", "show", "-g", "$NODE_RG", "-n", pls,
+                    "--query", "id", "-o", "tsv"])),
             ],
             note: Some(format!(
-                "the Service {service} in {ns} carries azure-pls-create: \"true\"; AKS names the Private \
-                 Link service after it"
+                "the Service {service} in {ns} carries azure-pls-create: \"true\" and azure-pls-name: {pls}, so \
+                 cloud-provider-azure names the Private Link service {pls} (without the name it would be \
+                 pls-<frontend IP configuration name>). {}",
+                private_link_subnet_note(v)
             )),
         },
         Step {
@@ -1224,16 +1524,85 @@ fn afd_private_link_steps(
             )),
         },
         Step {
-            title: "Approve Front Door's pending private endpoint connection".into(),
-            commands: vec![format!(
-                "for id in $({}); do {}; done",
-                sh(&["az", "network", "private-endpoint-connection", "list", "--id", "$PLS_ID", "--query",
-                    "[?properties.privateLinkServiceConnectionState.status=='Pending'].id", "-o", "tsv"]),
-                sh(&["az", "network", "private-endpoint-connection", "approve", "--id", "$id", "--description", "Front Door gridos origin"]),
-            )],
-            note: Some("Front Door reaches the origin only after this approval; until then it answers 502/504".into()),
+            title: "Approve Front Door's private endpoint connection once it is Pending".into(),
+            commands: vec![private_endpoint_approval()],
+            note: Some(
+                "Front Door creates its private endpoint on its own time after the origin is added: the loop approves \
+                 each Pending connection as it appears and stops once one is Approved (at most 10 minutes, then it \
+                 fails); until then Front Door answers 502/504"
+                    .into(),
+            ),
         },
     ]
+}
+
+/// `az aks show ... --query nodeResourceGroup`: where AKS puts the load balancer and its Private Link service.
+const NODE_RG_QUERY: [&str; 11] = [
+    "az",
+    "aks",
+    "show",
+    "-g",
+    "$AKS_RG",
+    "-n",
+    "$AKS_NAME",
+    "--query",
+    "nodeResourceGroup",
+    "-o",
+    "tsv",
+];
+
+/// The Private Link service's NAT subnet: what `frontDoor.privateLinkSubnet` is, said once.
+fn private_link_subnet_note(v: &Values) -> String {
+    let subnet = &v.front_door.private_link_subnet;
+    if subnet.is_empty() {
+        "Its NAT addresses come from the load balancer's subnet; under Azure CNI with externalTrafficPolicy Local \
+         (the ingress controller's) they must come from a subnet apart from the pods': create one in the cluster's VNet and \
+         re-run install with --set frontDoor.privateLinkSubnet=<subnet name> (annotation \
+         azure-pls-ip-configuration-subnet)"
+            .into()
+    } else {
+        format!(
+            "Its NAT addresses come from subnet {subnet} (frontDoor.privateLinkSubnet, annotation \
+             azure-pls-ip-configuration-subnet), apart from the pods' subnet"
+        )
+    }
+}
+
+/// A bounded loop that approves Front Door's private endpoint connection once it is Pending: Front
+/// Door requests it asynchronously after the origin is created ("Connect Azure Front Door Premium
+/// to an internal load balancer origin with Private Link"), so one pass right away may find none.
+fn private_endpoint_approval() -> String {
+    let list = |status: &str| {
+        sh(&[
+            "az",
+            "network",
+            "private-endpoint-connection",
+            "list",
+            "--id",
+            "$PLS_ID",
+            "--query",
+            &format!("[?properties.privateLinkServiceConnectionState.status=='{status}'].id"),
+            "-o",
+            "tsv",
+        ])
+    };
+    let approve = sh(&[
+        "az",
+        "network",
+        "private-endpoint-connection",
+        "approve",
+        "--id",
+        "$id",
+        "--description",
+        "Front Door gridos origin",
+    ]);
+    format!(
+        "approved=; for i in $(seq 1 60); do for id in $({}); do {approve}; done; \
+         [ -n \"$({})\" ] && approved=1 && break; sleep 10; done; \
+         [ -n \"$approved\" ] || {{ echo \"no approved private endpoint connection on $PLS_ID after 10 min: check the origin\" >&2; false; }}",
+        list("Pending"),
+        list("Approved"),
+    )
 }
 
 /// The custom domain for the host, and its validation token.
@@ -1275,7 +1644,10 @@ fn afd_custom_domain_step(host: &str, domain: &str) -> Step {
             ),
         ],
         note: Some(
-            "the token exists only once the domain is created; it is the TXT record's value".into(),
+            "the token exists only once the domain is created; it is the TXT record's value. The managed certificate is \
+             issued by DigiCert: a CAA record on the host or a parent domain (az network dns record-set caa list) that \
+             does not allow digicert.com (0 issue \"digicert.com\") blocks it"
+                .into(),
         ),
     }
 }
@@ -1406,6 +1778,28 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
         ))
     )];
     if input.az_available {
+        // A CNAME cannot share its name with other records (RFC 1034 3.6.2): an A record left by
+        // an earlier nginx or appgw install would make set-record fail.
+        let a = |verb: &str, more: &[&str]| {
+            owned_words(
+                &[
+                    "az",
+                    "network",
+                    "dns",
+                    "record-set",
+                    "a",
+                    verb,
+                    "-g",
+                    &zrg,
+                    "-z",
+                    &zone,
+                    "-n",
+                    &name,
+                ],
+                more,
+            )
+        };
+        cname.push(removed_if_present(a("show", &[]), a("delete", &["--yes"])));
         cname.push(sh(&[
             "az",
             "network",
@@ -1427,7 +1821,9 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
         title: format!("Point {host} at the endpoint (CNAME), now that the route serves it"),
         commands: cname,
         note: Some(if input.az_available {
-            "set-record replaces the CNAME's target".into()
+            "a CNAME cannot share its name with other records: an A record left by an earlier profile is deleted first; \
+             set-record replaces the CNAME's target"
+                .into()
         } else {
             "create the CNAME listed above with the value $AFD_HOST in your DNS".into()
         }),
@@ -1436,7 +1832,6 @@ fn afd_cname_step(v: &Values, input: &GuidanceInput) -> Step {
 
 /// How to check that only Front Door reaches the origin: no public IP, or the service-tag lock.
 fn afd_origin_check_step(v: &Values) -> Step {
-    let host = v.host.as_str();
     let private_link = v.front_door.private_link;
     let t = target(v);
     let ingress_ns = &t.ns;
@@ -1451,52 +1846,106 @@ fn afd_origin_check_step(v: &Values) -> Step {
             note: Some("the internal load balancer has no public IP; only approved private endpoints (Front Door's) reach it".into()),
         }
     } else {
-        let fdid = format!(
-            "$({})",
-            sh_words(afd_args(
-                "profile",
-                "show",
-                &["--query", "frontDoorId", "-o", "tsv"]
-            ))
-        );
-        let mut commands = vec![format!(
-            "kubectl get service {service} -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
-            word(ingress_ns)
-        )];
-        if v.front_door.id.is_empty() {
-            commands.push(format!(
-                "gridos-setup install --profile {} --host {}{} --set frontDoor.id={} --yes",
-                word(&v.name),
-                word(host),
-                traffic_flag(v),
-                word(&fdid)
-            ));
-        }
-        Step {
-            title: "Lock the origin to your Front Door".into(),
-            commands,
-            note: Some(format!(
-                "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every \
-                 Front Door customer shares them: also reject requests whose X-Azure-FDID header is not your Front Door ID \
-                 (az afd profile show --query frontDoorId). {}, so do it in the app (e.g. a middleware that answers 403). {}",
-                if t.gateway {
-                    "Flagger owns the HTTPRoute and replaces any header match added to it"
-                } else {
-                    "Snippets are disabled in this install (allow-snippet-annotations: false)"
-                },
-                if v.front_door.id.is_empty() {
-                    "Re-run install with frontDoor.id set (second command) so the load tester sends the header and the \
-                     canary analysis measures requests that pass the lock"
-                        .to_string()
-                } else {
-                    format!(
-                        "The load tester sends X-Azure-FDID: {}, so its requests pass the lock",
-                        v.front_door.id
-                    )
-                }
-            )),
-        }
+        afd_public_origin_lock_step(v)
     }
+}
+
+/// `az network list-service-tags ... | paste -sd, -`: the AzureFrontDoor.Backend prefixes as one
+/// comma-separated list. The tag's prefixes change; the service-tag discovery API publishes them.
+fn front_door_ranges_command() -> String {
+    format!(
+        "FD_BACKEND=$({} | paste -sd, -)",
+        sh(&[
+            "az",
+            "network",
+            "list-service-tags",
+            "--location",
+            "$AZ_LOCATION",
+            "--query",
+            "values[?name=='AzureFrontDoor.Backend'].properties.addressPrefixes[]",
+            "-o",
+            "tsv",
+        ])
+    )
+}
+
+/// The public origin: admitted only from AzureFrontDoor.Backend, which every Front Door shares, so
+/// the app must check X-Azure-FDID; nginx learns the tag's full ranges and the load tester the ID.
+fn afd_public_origin_lock_step(v: &Values) -> Step {
+    let t = target(v);
+    let fdid_cmd = sh_words(afd_args(
+        "profile",
+        "show",
+        &["--query", "frontDoorId", "-o", "tsv"],
+    ));
+    let mut commands = vec![
+        format!(
+            "kubectl get service {} -n {} -o jsonpath='{{.metadata.annotations.service\\.beta\\.kubernetes\\.io/azure-allowed-service-tags}}'",
+            word(&t.service),
+            word(&t.ns)
+        ),
+        fdid_cmd.clone(),
+    ];
+    let mut sets = Vec::new();
+    if v.front_door.id.is_empty() {
+        sets.push(format!("frontDoor.id=\"$({fdid_cmd})\""));
+    }
+    if front_door_ranges_needed(v) {
+        commands.push(front_door_ranges_command());
+        sets.push("\"ingressController.realClientIp.trustedCidrs=[$FD_BACKEND]\"".to_string());
+    }
+    if !sets.is_empty() {
+        let sets: Vec<String> = sets.iter().map(|s| format!(" --set {s}")).collect();
+        commands.push(format!(
+            "gridos-setup install --profile {} --host {}{}{} --yes",
+            word(&v.name),
+            word(&v.host),
+            traffic_flag(v),
+            sets.concat()
+        ));
+    }
+    Step {
+        title: "Lock the origin to your Front Door".into(),
+        commands,
+        note: Some(afd_lock_note(v, !sets.is_empty())),
+    }
+}
+
+/// What the lock does and does not do, said once.
+fn afd_lock_note(v: &Values, rerun: bool) -> String {
+    let gateway = target(v).gateway;
+    let mut note = String::from(
+        "the Service's azure-allowed-service-tags: AzureFrontDoor.Backend admits only Front Door's addresses, but every Front \
+         Door profile shares them, anyone's: until the app rejects requests whose X-Azure-FDID header is not your Front \
+         Door ID (the second command prints it), the origin is open to any Front Door. ",
+    );
+    note.push_str(if gateway {
+        "Flagger owns the HTTPRoute and replaces any header match added to it, so check it in the app (e.g. a middleware that answers 403)."
+    } else {
+        "Snippets are disabled in this install (allow-snippet-annotations: false), so check it in the app (e.g. a middleware \
+         that answers 403)."
+    });
+    if front_door_ranges_needed(v) {
+        note.push_str(
+            " nginx trusts X-Forwarded-For only from Front Door's documented 147.243.0.0/16 and 2a01:111:2050::/44 until \
+             given the service tag's full, changing list (FD_BACKEND, from az network list-service-tags); re-run when it changes.",
+        );
+    }
+    if rerun {
+        note.push_str(" The last command re-runs install with these values");
+        if v.front_door.id.is_empty() {
+            note.push_str(
+                " (with frontDoor.id the load tester sends the header, so the canary analysis measures requests that pass the lock)",
+            );
+        }
+        note.push('.');
+    } else if !v.front_door.id.is_empty() {
+        note.push_str(&format!(
+            " The load tester sends X-Azure-FDID: {}, so its requests pass the lock.",
+            v.front_door.id
+        ));
+    }
+    note
 }
 
 /// What nginx takes the client's address from, and how to see it: per-client limits (limit-rps) and
@@ -1579,10 +2028,7 @@ fn stable_address_step(v: &Values) -> Step {
         commands: vec![
             format!("{}={}", V_AKS_RG.0, word(V_AKS_RG.1)),
             format!("{}={}", V_AKS.0, word(V_AKS.1)),
-            format!(
-                "NODE_RG=$({})",
-                sh(&["az", "aks", "show", "-g", "$AKS_RG", "-n", "$AKS_NAME", "--query", "nodeResourceGroup", "-o", "tsv"])
-            ),
+            format!("NODE_RG=$({})", sh(&NODE_RG_QUERY)),
             guarded(
                 &["az", "network", "public-ip", "show", "-g", "$NODE_RG", "-n", "gridos-ingress"],
                 &["az", "network", "public-ip", "create", "-g", "$NODE_RG", "-n", "gridos-ingress", "--sku", "Standard",
@@ -1862,6 +2308,7 @@ mod tests {
         order(
             &az("appgw", &[]),
             &[
+                "AZ_LOCATION=$(az network vnet show",
                 "waf-policy create",
                 "vnet subnet create",
                 "public-ip create",
@@ -1872,13 +2319,19 @@ mod tests {
                 "http-listener create",
                 "rewrite-rule create",
                 "rule create",
+                "redirect-config create",
+                "rule delete",
+                "rule create",
                 "record-set a add-record",
+                "trustedCidrs=[$APPGW_SUBNET_PREFIX]",
             ],
         );
         for sets in [&[][..], &["frontDoor.privateLink=true"][..]] {
             order(
                 &az("frontdoor", sets),
                 &[
+                    "az extension add --name cdn --upgrade",
+                    "afd profile show",
                     "afd profile create",
                     "afd endpoint create",
                     "afd origin-group create",
@@ -2049,14 +2502,24 @@ mod tests {
             Some("10.0.0.7"),
         );
         let cmds = all_commands(&g);
+        // Looked up by the fixed name the Service's azure-pls-name gives it.
+        assert!(cmds.contains(
+            &"PLS_ID=$(az network private-link-service show -g \"$NODE_RG\" -n gridos-pls --query id -o tsv)"
+        ));
+        // Approved in a bounded wait: Front Door makes its connection on its own time.
+        let approve = cmds
+            .iter()
+            .find(|c| c.contains("az network private-endpoint-connection approve"))
+            .expect("an approval");
         assert!(
-            cmds.iter()
-                .any(|c| c.starts_with("PLS_ID=$(az network private-link-service list"))
+            approve.starts_with("approved=; for i in $(seq 1 60); do")
+                && approve.contains("status=='Pending'")
+                && approve.contains("status=='Approved'")
+                && approve.contains("sleep 10")
+                && approve.ends_with("false; }"),
+            "{approve}"
         );
-        assert!(
-            cmds.iter()
-                .any(|c| c.contains("az network private-endpoint-connection approve"))
-        );
+        assert!(to_text(&g).contains("frontDoor.privateLinkSubnet=<subnet name>"));
         assert!(
             cmds.iter()
                 .any(|c| c.contains("--enable-private-link true"))
@@ -2262,6 +2725,143 @@ mod tests {
         assert_eq!(relative_name("app.example.com", "other.org"), None);
         assert_eq!(likely_zone("app.example.com"), "example.com");
         assert_eq!(likely_zone("example.com"), "example.com");
+    }
+
+    /// `az afd` left the core CLI in 2.88.0: the cdn extension comes before the first `az afd` of
+    /// every Front Door variant, and nowhere else.
+    #[test]
+    fn the_cdn_extension_comes_before_the_first_az_afd() {
+        for p in crate::profile::BUILTIN {
+            for sets in [&[][..], &["frontDoor.privateLink=true"][..]] {
+                if !sets.is_empty() && p != "frontdoor" {
+                    continue;
+                }
+                let v = values(p, sets);
+                let g = run(&v, Some("203.0.113.10"));
+                let cmds = all_commands(&g);
+                let ext = cmds
+                    .iter()
+                    .position(|c| *c == "az extension add --name cdn --upgrade");
+                let afd = cmds.iter().position(|c| c.contains("az afd "));
+                match v.front {
+                    Front::Frontdoor => assert!(ext.is_some() && ext < afd, "{p} {sets:?}"),
+                    _ => assert!(ext.is_none() && afd.is_none(), "{p}"),
+                }
+            }
+        }
+    }
+
+    /// Application Gateway: the default port-80 rule gives way to a redirect, the WAF runs the
+    /// Default Rule Set, the gateway autoscales over zones in the VNet's region, and nginx's trust
+    /// narrows to the gateway's subnet.
+    #[test]
+    fn appgw_redirects_http_runs_drs_autoscales_and_trusts_its_subnet() {
+        let g = run(&values("appgw", &[]), Some("10.0.0.7"));
+        let cmds = all_commands(&g);
+        let has = |w: &str| cmds.iter().any(|c| c.contains(w));
+        assert!(has(
+            "redirect-config create -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n gridos-to-https --type Permanent --target-listener gridos-https"
+        ));
+        assert!(has(
+            "rule create -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n gridos-http --http-listener appGatewayHttpListener --redirect-config gridos-to-https"
+        ));
+        assert!(has(
+            "then az network application-gateway rule delete -g \"$AZ_RG\" --gateway-name \"$APPGW_NAME\" -n rule1; fi"
+        ));
+        assert!(has("--type Microsoft_DefaultRuleSet --version 2.1") && !has("OWASP"));
+        assert!(has("--min-capacity 2 --max-capacity 10 --zones 1 2 3") && !has("--capacity 2 "));
+        assert!(has("--allocation-method Static --zone 1 2 3"));
+        assert!(cmds.contains(&"AZ_LOCATION=$(az network vnet show -g \"$VNET_RG\" -n \"$VNET_NAME\" --query location -o tsv)"));
+        assert!(
+            !cmds.iter().any(|c| c.starts_with("AZ_LOCATION='")),
+            "read from the VNet, not typed"
+        );
+        assert!(has(
+            "--set \"ingressController.realClientIp.trustedCidrs=[$APPGW_SUBNET_PREFIX]\""
+        ));
+        // Set already, or no nginx: nothing to narrow.
+        for sets in [
+            &["ingressController.realClientIp.trustedCidrs=[10.225.0.0/24]"][..],
+            &["traffic.layer=gateway-api"][..],
+        ] {
+            let g = run(&values("appgw", sets), Some("10.0.0.7"));
+            assert!(
+                !all_commands(&g)
+                    .iter()
+                    .any(|c| c.contains("APPGW_SUBNET_PREFIX")),
+                "{sets:?}"
+            );
+        }
+    }
+
+    /// Front Door: nginx learns the service tag's full ranges from `az network list-service-tags` (in
+    /// the same re-run as frontDoor.id), a WAF policy guards the domain through a security policy
+    /// (the Default Rule Set where the tier has managed rules), a leftover A record goes before the
+    /// CNAME, and the notes say the origin is open until the app checks X-Azure-FDID and name CAA.
+    #[test]
+    fn frontdoor_trusts_the_service_tag_runs_a_waf_and_clears_the_a_record() {
+        let g = guidance(&GuidanceInput {
+            values: &values("frontdoor", &[]),
+            address: Some("203.0.113.10"),
+            az_available: true,
+            dns_zone: Some(("dns-rg", "example.com")),
+        });
+        let cmds = all_commands(&g);
+        let at = |w: &str| {
+            cmds.iter()
+                .position(|c| c.contains(w))
+                .unwrap_or_else(|| panic!("{w} in {cmds:#?}"))
+        };
+        assert!(cmds.contains(&"FD_BACKEND=$(az network list-service-tags --location \"$AZ_LOCATION\" --query \"values[?name=='AzureFrontDoor.Backend'].properties.addressPrefixes[]\" -o tsv | paste -sd, -)"));
+        let rerun = cmds[at("gridos-setup install")];
+        assert!(
+            rerun.contains("--set frontDoor.id=\"$(az afd profile show")
+                && rerun.contains(
+                    "--set \"ingressController.realClientIp.trustedCidrs=[$FD_BACKEND]\""
+                ),
+            "one re-run sets both: {rerun}"
+        );
+        assert!(
+            at("az extension add --name front-door --upgrade")
+                < at("az network front-door waf-policy create")
+        );
+        assert!(at("waf-policy create") < at("az afd security-policy create"));
+        assert!(at("az afd security-policy create") < at("record-set cname set-record"));
+        assert!(at("record-set a delete") < at("record-set cname set-record"));
+        assert!(
+            !cmds.iter().any(|c| c.contains("managed-rules add")),
+            "Standard has no managed rules"
+        );
+        let text = to_text(&g);
+        assert!(text.contains("the origin is open to any Front Door") && text.contains("DigiCert"));
+
+        let g = run(
+            &values("frontdoor", &["frontDoor.privateLink=true"]),
+            Some("10.0.0.7"),
+        );
+        let cmds = all_commands(&g);
+        assert!(cmds.iter().any(|c| c.contains("--sku Premium_AzureFrontDoor --mode Prevention && az network front-door waf-policy managed-rules add")
+            && c.contains("--type Microsoft_DefaultRuleSet --version 2.1 --action Block")));
+        assert!(
+            !cmds.iter().any(|c| c.contains("list-service-tags")),
+            "Private Link: private ranges"
+        );
+        // The Gateway API has no nginx to tell; a set trustedCidrs is the user's choice.
+        for sets in [
+            &[
+                "traffic.layer=gateway-api",
+                "gateway.tls.secretName=app-tls",
+            ][..],
+            &["ingressController.realClientIp.trustedCidrs=[147.243.0.0/16]"][..],
+        ] {
+            let g = run(&values("frontdoor", sets), Some("203.0.113.10"));
+            assert!(
+                !all_commands(&g)
+                    .iter()
+                    .any(|c| c.contains("list-service-tags")),
+                "{sets:?}"
+            );
+        }
     }
 
     #[test]

@@ -263,6 +263,11 @@ pub struct FrontDoor {
     /// The Front Door's ID (`az afd profile show --query frontDoorId`), a GUID; when set, the load
     /// tester sends it as `X-Azure-FDID` so its requests pass an origin lock on that header.
     pub id: String,
+    /// With Private Link: the subnet (name, in the cluster's VNet) the Private Link service takes
+    /// its NAT addresses from (`azure-pls-ip-configuration-subnet`); empty is the load balancer's
+    /// own subnet. With externalTrafficPolicy Local under Azure CNI it must be apart from the pods'
+    /// (cloud-provider-azure, "Azure Private Link Service integration").
+    pub private_link_subnet: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,6 +373,7 @@ impl Default for Values {
                 private_link: false,
                 origin_protocol: OriginProtocol::Auto,
                 id: String::new(),
+                private_link_subnet: String::new(),
             },
         }
     }
@@ -1143,12 +1149,48 @@ pub fn validate(v: &Values) -> Result<(), InputError> {
     check_stable_address(v)?;
     check_front(v)?;
     check_traffic_layer(v)?;
+    check_private_link_subnet(v)?;
     if v.front_door.private_link && v.front != Front::Frontdoor {
         return Err(out_of_range(
             "frontDoor.privateLink",
             true,
             "Private Link origins exist only with Azure Front Door",
             "use --profile frontdoor, or drop frontDoor.privateLink",
+        ));
+    }
+    Ok(())
+}
+
+/// `frontDoor.privateLinkSubnet`: only with Private Link, and an Azure subnet name (1-80 letters,
+/// digits, '_', '.', '-', starting with a letter or digit, not ending in '.').
+fn check_private_link_subnet(v: &Values) -> Result<(), InputError> {
+    let subnet = &v.front_door.private_link_subnet;
+    if subnet.is_empty() {
+        return Ok(());
+    }
+    if !v.front_door.private_link {
+        return Err(out_of_range(
+            "frontDoor.privateLinkSubnet",
+            format!("{subnet:?}"),
+            "the Private Link service's subnet applies only with frontDoor.privateLink=true",
+            "set frontDoor.privateLink=true, or drop frontDoor.privateLinkSubnet",
+        ));
+    }
+    let ok = subnet.len() <= 80
+        && subnet
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && !subnet.ends_with('.')
+        && subnet
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(out_of_range(
+            "frontDoor.privateLinkSubnet",
+            format!("{subnet:?}"),
+            "not an Azure subnet name",
+            "give the name of a subnet in the cluster's VNet, e.g. pls-subnet",
         ));
     }
     Ok(())

@@ -189,6 +189,9 @@ impl Object {
 /// Azure's annotation for an internal load balancer (a private frontend IP), "true" to set it.
 pub const INTERNAL_LB_ANNOTATION: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
 
+/// The Private Link service's name (`azure-pls-name`), in the cluster's node resource group.
+pub const PRIVATE_LINK_SERVICE_NAME: &str = "gridos-pls";
+
 /// Annotations of the ingress controller's Service for the profile (design section 3).
 pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Json> {
     let mut a = serde_json::Map::new();
@@ -206,6 +209,19 @@ pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Jso
             "service.beta.kubernetes.io/azure-pls-create".into(),
             json!("true"),
         );
+        // Without a name cloud-provider-azure calls it `pls-<frontend IP configuration name>`,
+        // which the guidance could not look up; the name makes `private-link-service show` find it.
+        a.insert(
+            "service.beta.kubernetes.io/azure-pls-name".into(),
+            json!(PRIVATE_LINK_SERVICE_NAME),
+        );
+        let subnet = &v.front_door.private_link_subnet;
+        if !subnet.is_empty() {
+            a.insert(
+                "service.beta.kubernetes.io/azure-pls-ip-configuration-subnet".into(),
+                json!(subnet),
+            );
+        }
     } else if !v.ingress_controller.service.allowed_service_tags.is_empty() {
         a.insert(
             "service.beta.kubernetes.io/azure-allowed-service-tags".into(),

@@ -6,6 +6,7 @@
 mod util;
 
 mod adopt;
+mod az_oracle;
 mod bad_input;
 mod canary;
 mod certs;

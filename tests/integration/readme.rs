@@ -10,12 +10,12 @@ use crate::util::unique_name;
 
 /// One shell script the README tells a pipeline to run, and the shell that CI system runs it with.
 #[derive(Debug)]
-struct Snippet {
-    what: String,
+pub(crate) struct Snippet {
+    pub(crate) what: String,
     /// The command line before the script's path (`{0}` in GitHub's terms).
-    shell: Vec<&'static str>,
-    script: String,
-    env: Vec<(String, String)>,
+    pub(crate) shell: Vec<&'static str>,
+    pub(crate) script: String,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// GitHub Actions' built-in shells on Linux runners (workflow syntax, jobs.<job_id>.steps[*].shell):
@@ -79,11 +79,13 @@ fn pipeline_blocks() -> Vec<String> {
     blocks
 }
 
-fn snippets() -> Vec<Snippet> {
+pub(crate) fn snippets() -> Vec<Snippet> {
     let mut out = Vec::new();
     for (i, block) in pipeline_blocks().into_iter().enumerate() {
-        let steps: Value = serde_saphyr::from_str(&block)
+        let doc: Value = serde_saphyr::from_str(&block)
             .unwrap_or_else(|e| panic!("README pipeline block {i} is not YAML: {e}\n{block}"));
+        // A block is a list of steps, or a job's keys with its `steps`.
+        let steps = if doc.is_object() { &doc["steps"] } else { &doc };
         for step in steps.as_array().expect("a list of steps") {
             let env: Vec<(String, String)> = step["env"]
                 .as_object()
@@ -119,6 +121,58 @@ fn snippets() -> Vec<Snippet> {
         }
     }
     out
+}
+
+/// The README's pipeline blocks as YAML documents.
+fn pipeline_docs() -> Vec<Value> {
+    pipeline_blocks()
+        .iter()
+        .map(|b| serde_saphyr::from_str(b).unwrap())
+        .collect()
+}
+
+/// GitHub: OIDC `azure/login` (a client-id, no secret) needs the job's `permissions: id-token:
+/// write` ("Configuring OpenID Connect in Azure"), and v3 is the Node 24 release (v2's Node 20 is
+/// retired). Azure Pipelines: `azureSubscription` is resolved at compile time, so a `$(var)` macro
+/// (a runtime variable) cannot name the service connection; a literal or `${{ ... }}` can.
+#[test]
+fn readme_pipeline_snippets_log_in_the_way_each_ci_allows() {
+    let docs = pipeline_docs();
+    let mut logins = 0;
+    let mut tasks = 0;
+    for (i, doc) in docs.iter().enumerate() {
+        let steps = if doc.is_object() { &doc["steps"] } else { doc };
+        for step in steps.as_array().unwrap() {
+            if let Some(uses) = step["uses"]
+                .as_str()
+                .filter(|u| u.starts_with("azure/login@"))
+            {
+                logins += 1;
+                assert_eq!(uses, "azure/login@v3", "block {i}: the Node 24 release");
+                assert_eq!(
+                    doc["permissions"]["id-token"], "write",
+                    "block {i}: OIDC azure/login needs the job's permissions: id-token: write"
+                );
+            }
+            if step["task"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("AzureCLI@"))
+            {
+                tasks += 1;
+                let sub = step["inputs"]["azureSubscription"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(
+                    !sub.is_empty() && !sub.contains("$("),
+                    "block {i}: azureSubscription {sub:?} must resolve at compile time (a literal or ${{{{ ... }}}})"
+                );
+            }
+        }
+    }
+    assert!(
+        logins >= 1 && tasks >= 2,
+        "logins {logins}, AzureCLI tasks {tasks}"
+    );
 }
 
 /// Stand-ins on PATH: `gridos-setup` fails as a failed install or a rolled-back canary does (an

@@ -111,6 +111,23 @@ fn profiles_differ_in_the_controller_service_as_designed() {
     assert_eq!(fd_pl["metadata"]["annotations"][internal], "true");
     assert_eq!(fd_pl["metadata"]["annotations"][pls], "true");
     assert!(fd_pl["metadata"]["annotations"].get(tags).is_none());
+    // A fixed Private Link service name (cloud-provider-azure calls it pls-<frontend IP config>
+    // otherwise), which the guidance looks up; the NAT subnet only when the user names one.
+    let pls_name = "service.beta.kubernetes.io/azure-pls-name";
+    let pls_subnet = "service.beta.kubernetes.io/azure-pls-ip-configuration-subnet";
+    assert_eq!(fd_pl["metadata"]["annotations"][pls_name], "gridos-pls");
+    assert!(fd_pl["metadata"]["annotations"].get(pls_subnet).is_none());
+    assert!(fd["metadata"]["annotations"].get(pls_name).is_none());
+    let fd_sub = svc(
+        "frontdoor",
+        &[
+            "--set",
+            "frontDoor.privateLink=true",
+            "--set",
+            "frontDoor.privateLinkSubnet=pls-subnet",
+        ],
+    );
+    assert_eq!(fd_sub["metadata"]["annotations"][pls_subnet], "pls-subnet");
 }
 
 #[test]
@@ -527,6 +544,29 @@ fn bad_input_private_link_outside_frontdoor() {
         ],
         &["frontDoor.privateLink", "--profile frontdoor"],
     );
+}
+
+#[test]
+fn bad_input_private_link_subnet() {
+    for (sets, says) in [
+        (
+            &["--set", "frontDoor.privateLinkSubnet=pls-subnet"][..],
+            &["frontDoor.privateLinkSubnet", "frontDoor.privateLink=true"][..],
+        ),
+        (
+            &[
+                "--set",
+                "frontDoor.privateLink=true",
+                "--set",
+                "frontDoor.privateLinkSubnet=pls subnet",
+            ][..],
+            &["frontDoor.privateLinkSubnet", "not an Azure subnet name"][..],
+        ),
+    ] {
+        let mut args = vec!["render", "--profile", "frontdoor", "--host", HOST];
+        args.extend(sets);
+        refused(&args, says);
+    }
 }
 
 #[test]

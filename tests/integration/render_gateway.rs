@@ -145,6 +145,7 @@ fn the_gateway_admits_the_app_namespace_and_takes_the_fronts_load_balancer() {
     ));
     let a = &find(&docs, "Gateway", "gridos")["spec"]["infrastructure"]["annotations"];
     assert_eq!(a["service.beta.kubernetes.io/azure-pls-create"], "true");
+    assert_eq!(a["service.beta.kubernetes.io/azure-pls-name"], "gridos-pls");
     assert_eq!(
         a["service.beta.kubernetes.io/azure-load-balancer-internal"],
         "true"
