@@ -308,6 +308,11 @@ async fn cluster_gateway_dry_run_of_every_variant_passes() {
                     && text.contains(" would be created"),
                 "{profile} tls={tls}: the dry run takes the Gateway:\n{text}"
             );
+            // The Ingress's limit-rps does not carry over: the plan says so (design.md §10).
+            assert!(
+                text.contains(gridos_setup::plan::GATEWAY_NO_RATE_LIMIT),
+                "{profile} tls={tls}: the no-rate-limit notice:\n{text}"
+            );
         }
     }
     assert_eq!(
