@@ -85,6 +85,59 @@ pub fn aks_managed(crd: &CustomResourceDefinition) -> bool {
         .is_some_and(|v| v == MANAGED_BY_AKS)
 }
 
+fn annotation(c: &CustomResourceDefinition, key: &str) -> String {
+    c.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The hint for CRDs AKS did not install: replace them with the managed ones.
+fn replace_hint() -> String {
+    format!(
+        "delete the self-installed Gateway API CRDs (`kubectl delete crd {}` and the bundle's others), then run `{FIX_CRDS}`",
+        CRDS.join(" ")
+    )
+}
+
+/// What refuses CRDs outright, since AKS never installs it: a channel other than standard, or a
+/// mix of bundles. `None` when neither; else the failed check.
+fn refuse_foreign(crds: &[(&str, &CustomResourceDefinition)], name: &str) -> Option<Check> {
+    if let Some((n, c)) = crds
+        .iter()
+        .find(|(_, c)| annotation(c, CHANNEL) != "standard")
+    {
+        let channel = annotation(c, CHANNEL);
+        let channel = if channel.is_empty() {
+            "no channel annotation".to_string()
+        } else {
+            format!("channel {channel}")
+        };
+        return Some(fail(
+            name,
+            format!("{n} has {channel}: AKS manages only the standard channel and refuses others"),
+            replace_hint(),
+        ));
+    }
+    let versions: Vec<String> = crds
+        .iter()
+        .map(|(_, c)| annotation(c, BUNDLE_VERSION))
+        .collect();
+    let first = versions.first().cloned().unwrap_or_default();
+    versions.iter().any(|v| *v != first).then(|| {
+        fail(
+            name,
+            format!(
+                "the CRDs come from different bundles ({}): not one AKS-managed installation",
+                versions.join(", ")
+            ),
+            replace_hint(),
+        )
+    })
+}
+
 /// Judges the CRDs as read (`None`: not found) against what AKS installs on `kube_minor`.
 /// A wrong channel or a mix of bundles refuses (AKS never installs either); a bundle other than
 /// the built-in table's, or CRDs without AKS's label, only warn: the table is ours and AKS moves
@@ -106,53 +159,17 @@ pub fn judge_crds(found: &[(&str, Option<CustomResourceDefinition>)], kube_minor
             format!("run `{FIX_CRDS}`"),
         );
     }
-    let annotation = |c: &CustomResourceDefinition, key: &str| {
-        c.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .cloned()
-            .unwrap_or_default()
-    };
     let crds: Vec<(&str, &CustomResourceDefinition)> = found
         .iter()
         .filter_map(|(n, c)| c.as_ref().map(|c| (*n, c)))
         .collect();
-    let replace = format!(
-        "delete the self-installed Gateway API CRDs (`kubectl delete crd {}` and the bundle's others), then run `{FIX_CRDS}`",
-        CRDS.join(" ")
-    );
-    if let Some((n, c)) = crds
-        .iter()
-        .find(|(_, c)| annotation(c, CHANNEL) != "standard")
-    {
-        let channel = annotation(c, CHANNEL);
-        let channel = if channel.is_empty() {
-            "no channel annotation".to_string()
-        } else {
-            format!("channel {channel}")
-        };
-        return fail(
-            NAME,
-            format!("{n} has {channel}: AKS manages only the standard channel and refuses others"),
-            replace,
-        );
+    if let Some(refused) = refuse_foreign(&crds, NAME) {
+        return refused;
     }
-    let versions: Vec<String> = crds
-        .iter()
+    let version = crds
+        .first()
         .map(|(_, c)| annotation(c, BUNDLE_VERSION))
-        .collect();
-    let version = versions.first().cloned().unwrap_or_default();
-    if versions.iter().any(|v| *v != version) {
-        return fail(
-            NAME,
-            format!(
-                "the CRDs come from different bundles ({}): not one AKS-managed installation",
-                versions.join(", ")
-            ),
-            replace,
-        );
-    }
+        .unwrap_or_default();
     let unlabelled: Vec<&str> = crds
         .iter()
         .filter(|(_, c)| !aks_managed(c))
@@ -187,11 +204,10 @@ pub fn judge_crds(found: &[(&str, Option<CustomResourceDefinition>)], kube_minor
             ),
         );
     }
-    let hint = (!unlabelled.is_empty()).then_some(replace);
     warn(
         NAME,
         format!("standard channel, {shown}; {}", notes.join("; ")),
-        hint,
+        (!unlabelled.is_empty()).then(replace_hint),
     )
 }
 
