@@ -783,6 +783,17 @@ async fn plan_command(
     };
     let summary = install::install_with(&req, reporter.as_ref(), &INTERRUPT).await?;
     print_summary(&summary, format, show_objects, false, None)?;
+    // The text recorder prints no events: the plan's notices go to stderr as install's do (the
+    // layer switch is in the summary already).
+    if format == OutputFormat::Text {
+        for n in summary
+            .notices
+            .iter()
+            .filter(|n| summary.switch.as_ref() != Some(*n))
+        {
+            eprintln!("note: {n}");
+        }
+    }
     Ok(if detailed_exitcode && summary.changed() {
         exit::CHANGES
     } else {

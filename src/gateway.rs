@@ -1,19 +1,21 @@
 //! The prerequisites of `traffic.layer: gateway-api`, which AKS provides and gridos-setup only checks: the Gateway API CRDs, GatewayClass `approuting-istio`, and no Istio service-mesh add-on.
 //!
 //! Facts (Microsoft Learn, "Install Managed Gateway API CRDs on AKS" and "Configure ingress with
-//! the Kubernetes Gateway API via the application routing add-on"): `az aks update
-//! --enable-gateway-api` installs the standard-channel CRDs at the bundle version AKS maps to the
-//! cluster's Kubernetes version (v1.4.x on 1.35, v1.5.x on 1.36), and refuses experimental-channel
-//! CRDs; `az aks approuting gateway istio enable` creates GatewayClass `approuting-istio`; the
-//! Istio service-mesh add-on (namespace `aks-istio-system`, GatewayClass `istio`) cannot run next
-//! to it. Upstream CRDs carry the annotations `gateway.networking.k8s.io/bundle-version` and
-//! `gateway.networking.k8s.io/channel`. AKS documents no label or annotation that marks its own
-//! CRDs as AKS-managed, so none is required here: channel and bundle version are what is checked.
+//! the Kubernetes Gateway API via the application routing add-on"): the managed Gateway API needs
+//! an implementing add-on enabled before or together with it, so one call enables both
+//! ([`FIX_ENABLE`]); it installs the standard-channel CRDs at the bundle version AKS maps to the
+//! cluster's Kubernetes version (v1.4.x on 1.35, v1.5.x on 1.36 when this was written), labelled
+//! `app.kubernetes.io/managed-by: aks` (design.md §10), and refuses experimental-channel CRDs.
+//! Application routing's Istio creates GatewayClass `approuting-istio` and runs its own istiod in
+//! namespace `aks-istio-system` ("verify the istiod pods" after enabling), so that namespace says
+//! nothing about the Istio service-mesh add-on, which cannot run next to it; only the mesh add-on
+//! has GatewayClass `istio` and the Istio CRDs (`*.istio.io`; application routing installs none).
+//! Upstream CRDs carry the annotations `gateway.networking.k8s.io/bundle-version` and
+//! `gateway.networking.k8s.io/channel`.
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
 use crate::error::Error;
 use crate::report::{Check, Mark, fail, pass, warn};
@@ -28,12 +30,21 @@ const CRDS: [&str; 3] = [
     "gateways.gateway.networking.k8s.io",
     "httproutes.gateway.networking.k8s.io",
 ];
-/// Namespace of the Istio service-mesh add-on's control plane.
-const MESH_NAMESPACE: &str = "aks-istio-system";
 /// The service-mesh add-on's GatewayClass.
 const MESH_CLASS: &str = "istio";
+/// The API group suffix of Istio's own CRDs (`networking.istio.io`, `security.istio.io`, ...),
+/// which the mesh add-on installs and application routing's meshless Istio does not.
+const MESH_CRD_SUFFIX: &str = ".istio.io";
+/// The label AKS puts on the Gateway API CRDs it manages (design.md §10).
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_AKS: &str = "aks";
 
-pub const FIX_CRDS: &str = "az aks update -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api";
+/// Enables the managed Gateway API together with its implementation, as Learn ("managed Gateway
+/// API") requires: the implementing add-on before or in the same call as `--enable-gateway-api`.
+pub const FIX_ENABLE: &str =
+    "az aks update -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio";
+/// The CRDs are missing: the same one call (it is idempotent for an add-on already enabled).
+pub const FIX_CRDS: &str = FIX_ENABLE;
 pub const FIX_CLASS: &str = "az aks approuting gateway istio enable -g RESOURCE_GROUP -n CLUSTER";
 pub const FIX_MESH: &str = "az aks mesh disable -g RESOURCE_GROUP -n CLUSTER";
 
@@ -56,7 +67,81 @@ fn gateway_class_resource() -> ApiResource {
     }
 }
 
+/// The `major.minor` of a bundle version (`1.4` of `v1.4.1`), empty when it has no such shape.
+fn bundle_minor(version: &str) -> String {
+    let mut parts = version.trim_start_matches('v').split('.');
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("{a}.{b}"),
+        _ => String::new(),
+    }
+}
+
+/// Whether a CRD carries AKS's managed-by label.
+pub fn aks_managed(crd: &CustomResourceDefinition) -> bool {
+    crd.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .is_some_and(|v| v == MANAGED_BY_AKS)
+}
+
+fn annotation(c: &CustomResourceDefinition, key: &str) -> String {
+    c.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The hint for CRDs AKS did not install: replace them with the managed ones.
+fn replace_hint() -> String {
+    format!(
+        "delete the self-installed Gateway API CRDs (`kubectl delete crd {}` and the bundle's others), then run `{FIX_CRDS}`",
+        CRDS.join(" ")
+    )
+}
+
+/// What refuses CRDs outright, since AKS never installs it: a channel other than standard, or a
+/// mix of bundles. `None` when neither; else the failed check.
+fn refuse_foreign(crds: &[(&str, &CustomResourceDefinition)], name: &str) -> Option<Check> {
+    if let Some((n, c)) = crds
+        .iter()
+        .find(|(_, c)| annotation(c, CHANNEL) != "standard")
+    {
+        let channel = annotation(c, CHANNEL);
+        let channel = if channel.is_empty() {
+            "no channel annotation".to_string()
+        } else {
+            format!("channel {channel}")
+        };
+        return Some(fail(
+            name,
+            format!("{n} has {channel}: AKS manages only the standard channel and refuses others"),
+            replace_hint(),
+        ));
+    }
+    let versions: Vec<String> = crds
+        .iter()
+        .map(|(_, c)| annotation(c, BUNDLE_VERSION))
+        .collect();
+    let first = versions.first().cloned().unwrap_or_default();
+    versions.iter().any(|v| *v != first).then(|| {
+        fail(
+            name,
+            format!(
+                "the CRDs come from different bundles ({}): not one AKS-managed installation",
+                versions.join(", ")
+            ),
+            replace_hint(),
+        )
+    })
+}
+
 /// Judges the CRDs as read (`None`: not found) against what AKS installs on `kube_minor`.
+/// A wrong channel or a mix of bundles refuses (AKS never installs either); a bundle other than
+/// the built-in table's, or CRDs without AKS's label, only warn: the table is ours and AKS moves
+/// on (a newer patch or minor reaches clusters before gridos-setup knows it).
 pub fn judge_crds(found: &[(&str, Option<CustomResourceDefinition>)], kube_minor: u32) -> Check {
     const NAME: &str = "Gateway API CRDs";
     let missing: Vec<&str> = found
@@ -74,86 +159,55 @@ pub fn judge_crds(found: &[(&str, Option<CustomResourceDefinition>)], kube_minor
             format!("run `{FIX_CRDS}`"),
         );
     }
-    let annotation = |c: &CustomResourceDefinition, key: &str| {
-        c.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .cloned()
-            .unwrap_or_default()
-    };
     let crds: Vec<(&str, &CustomResourceDefinition)> = found
         .iter()
         .filter_map(|(n, c)| c.as_ref().map(|c| (*n, c)))
         .collect();
-    let replace = format!(
-        "delete the self-installed Gateway API CRDs (`kubectl delete crd {}` and the bundle's others), then run `{FIX_CRDS}`",
-        CRDS.join(" ")
-    );
-    if let Some((n, c)) = crds
-        .iter()
-        .find(|(_, c)| annotation(c, CHANNEL) != "standard")
-    {
-        let channel = annotation(c, CHANNEL);
-        let channel = if channel.is_empty() {
-            "no channel annotation".to_string()
-        } else {
-            format!("channel {channel}")
-        };
-        return fail(
-            NAME,
-            format!("{n} has {channel}: AKS manages only the standard channel and refuses others"),
-            replace,
-        );
+    if let Some(refused) = refuse_foreign(&crds, NAME) {
+        return refused;
     }
-    let versions: Vec<String> = crds
-        .iter()
+    let version = crds
+        .first()
         .map(|(_, c)| annotation(c, BUNDLE_VERSION))
+        .unwrap_or_default();
+    let unlabelled: Vec<&str> = crds
+        .iter()
+        .filter(|(_, c)| !aks_managed(c))
+        .map(|(n, _)| *n)
         .collect();
-    let version = versions.first().cloned().unwrap_or_default();
-    if versions.iter().any(|v| *v != version) {
-        return fail(
+    let shown = if version.is_empty() {
+        "no bundle-version annotation".to_string()
+    } else {
+        format!("bundle {version}")
+    };
+    let mut notes = Vec::new();
+    match aks_bundle_for(kube_minor) {
+        None => notes.push(format!(
+            "gridos-setup knows the bundle AKS installs only for Kubernetes 1.35 (v1.4.x) and 1.36 (v1.5.x), not 1.{kube_minor}, so the version is not checked"
+        )),
+        Some(expected) if bundle_minor(&version) != expected => notes.push(format!(
+            "gridos-setup's table says AKS installs v{expected}.x on Kubernetes 1.{kube_minor}; continuing, since AKS may have moved on"
+        )),
+        Some(_) => {}
+    }
+    if !unlabelled.is_empty() {
+        notes.push(format!(
+            "{} without the label {MANAGED_BY}={MANAGED_BY_AKS} that AKS puts on the CRDs it manages: self-installed? AKS supports its Gateway API implementation only on its managed CRDs",
+            unlabelled.join(", ")
+        ));
+    }
+    if notes.is_empty() {
+        return pass(
             NAME,
             format!(
-                "the CRDs come from different bundles ({}): not one AKS-managed installation",
-                versions.join(", ")
+                "standard channel, {shown}, labelled {MANAGED_BY}={MANAGED_BY_AKS}, as AKS installs on Kubernetes 1.{kube_minor}"
             ),
-            replace,
         );
     }
-    let Some(expected) = aks_bundle_for(kube_minor) else {
-        return warn(
-            NAME,
-            format!(
-                "standard channel, bundle {version}; gridos-setup knows the bundle AKS installs only for Kubernetes 1.35 (v1.4.x) and 1.36 (v1.5.x), not 1.{kube_minor}, so the version is not checked"
-            ),
-            None,
-        );
-    };
-    let minor_of = |v: &str| {
-        let mut parts = v.trim_start_matches('v').split('.');
-        match (parts.next(), parts.next()) {
-            (Some(a), Some(b)) => format!("{a}.{b}"),
-            _ => String::new(),
-        }
-    };
-    if minor_of(&version) != expected {
-        let shown = if version.is_empty() {
-            "no bundle-version annotation".to_string()
-        } else {
-            format!("bundle {version}")
-        };
-        return fail(
-            NAME,
-            format!(
-                "{shown}, but AKS installs v{expected}.x on Kubernetes 1.{kube_minor}: these CRDs are not AKS-managed"
-            ),
-            replace,
-        );
-    }
-    pass(
+    warn(
         NAME,
-        format!("standard channel, bundle {version}, as AKS installs on Kubernetes 1.{kube_minor}"),
+        format!("standard channel, {shown}; {}", notes.join("; ")),
+        (!unlabelled.is_empty()).then(replace_hint),
     )
 }
 
@@ -198,15 +252,19 @@ pub fn judge_class(class: Option<&DynamicObject>) -> Check {
     }
 }
 
-/// Judges whether the Istio service-mesh add-on is present.
-pub fn judge_mesh(namespace: bool, mesh_class: bool) -> Check {
+/// Judges whether the Istio service-mesh add-on is present, by what only it has: GatewayClass
+/// `istio` (`mesh_class`) and Istio's own CRDs (`mesh_crds`). Namespace `aks-istio-system` is no
+/// sign of it: application routing's istiod runs there too.
+pub fn judge_mesh(mesh_class: bool, mesh_crds: &[String]) -> Check {
     const NAME: &str = "Istio service-mesh add-on";
     let mut found = Vec::new();
-    if namespace {
-        found.push(format!("namespace {MESH_NAMESPACE}"));
-    }
     if mesh_class {
         found.push(format!("GatewayClass {MESH_CLASS}"));
+    }
+    match mesh_crds {
+        [] => {}
+        [one] => found.push(format!("CRD {one}")),
+        [first, rest @ ..] => found.push(format!("CRD {first} and {} more", rest.len())),
     }
     if found.is_empty() {
         pass(
@@ -223,6 +281,18 @@ pub fn judge_mesh(namespace: bool, mesh_class: bool) -> Check {
             format!("run `{FIX_MESH}`, or keep --traffic ingress-nginx"),
         )
     }
+}
+
+/// The names of Istio's own CRDs (`<plural>.<group>`, group `*.istio.io`), read as metadata only.
+async fn mesh_crds(client: &Client) -> Result<Vec<String>, kube::Error> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let list = crds.list_metadata(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|n| n.ends_with(MESH_CRD_SUFFIX))
+        .collect())
 }
 
 fn read_error(name: &str, what: &str, e: &kube::Error) -> Check {
@@ -260,14 +330,9 @@ pub async fn checks(client: &Client, kube_minor: u32) -> Vec<Check> {
     } else {
         (judge_class(None), false)
     };
-    let ns_api: Api<Namespace> = Api::all(client.clone());
-    let mesh_check = match ns_api.get_opt(MESH_NAMESPACE).await {
-        Ok(ns) => judge_mesh(ns.is_some(), mesh_class),
-        Err(e) => read_error(
-            "Istio service-mesh add-on",
-            &format!("namespace {MESH_NAMESPACE}"),
-            &e,
-        ),
+    let mesh_check = match mesh_crds(client).await {
+        Ok(crds) => judge_mesh(mesh_class, &crds),
+        Err(e) => read_error("Istio service-mesh add-on", "CRDs", &e),
     };
     vec![crd_check, class_check, mesh_check]
 }
@@ -324,11 +389,16 @@ mod tests {
             a.insert(BUNDLE_VERSION.into(), v.into());
         }
         serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "x", "annotations": a},
+            "metadata": {"name": "x", "annotations": a, "labels": {MANAGED_BY: MANAGED_BY_AKS}},
             "spec": {"group": "gateway.networking.k8s.io", "names": {"kind": "X", "plural": "xs"},
                      "scope": "Namespaced", "versions": []}
         }))
         .unwrap()
+    }
+
+    fn unlabelled(mut c: CustomResourceDefinition) -> CustomResourceDefinition {
+        c.metadata.labels = None;
+        c
     }
 
     fn all(c: CustomResourceDefinition) -> Vec<(&'static str, Option<CustomResourceDefinition>)> {
@@ -339,21 +409,18 @@ mod tests {
     fn the_crds_must_be_the_standard_bundle_aks_ships_for_the_version() {
         let ok = judge_crds(&all(crd(Some("standard"), Some("v1.4.1"))), 35);
         assert_eq!(ok.result, Mark::Pass, "{ok:?}");
+        assert!(ok.detail.contains("managed-by=aks"), "{ok:?}");
         let ok = judge_crds(&all(crd(Some("standard"), Some("v1.5.1"))), 36);
         assert_eq!(ok.result, Mark::Pass, "{ok:?}");
 
         let missing = judge_crds(&[(CRDS[0], None), (CRDS[1], None), (CRDS[2], None)], 35);
         assert_eq!(missing.result, Mark::Fail);
-        assert!(missing.hint.unwrap().contains("--enable-gateway-api"));
+        assert!(missing.hint.unwrap().contains(FIX_ENABLE));
 
         let experimental = judge_crds(&all(crd(Some("experimental"), Some("v1.4.1"))), 35);
         assert_eq!(experimental.result, Mark::Fail);
         assert!(experimental.detail.contains("channel experimental"));
         assert!(experimental.hint.unwrap().contains("--enable-gateway-api"));
-
-        let old = judge_crds(&all(crd(Some("standard"), Some("v1.2.0"))), 35);
-        assert_eq!(old.result, Mark::Fail);
-        assert!(old.detail.contains("v1.4.x on Kubernetes 1.35"), "{old:?}");
 
         let unannotated = judge_crds(&all(crd(None, None)), 35);
         assert_eq!(unannotated.result, Mark::Fail);
@@ -361,6 +428,31 @@ mod tests {
         let older_cluster = judge_crds(&all(crd(Some("standard"), Some("v1.3.0"))), 33);
         assert_eq!(older_cluster.result, Mark::Warn);
         assert!(older_cluster.detail.contains("not 1.33"));
+    }
+
+    /// A bundle other than the built-in table's is AKS moving on, not a reason to refuse.
+    #[test]
+    fn a_bundle_other_than_the_table_warns_and_does_not_refuse() {
+        for (bundle, minor) in [("v1.2.0", 35), ("v1.5.0", 35), ("v1.4.1", 36)] {
+            let c = judge_crds(&all(crd(Some("standard"), Some(bundle))), minor);
+            assert_eq!(c.result, Mark::Warn, "{bundle} on 1.{minor}: {c:?}");
+            assert!(c.detail.contains(&format!("bundle {bundle}")), "{c:?}");
+            assert!(c.detail.contains("table says"), "{c:?}");
+            assert_eq!(c.hint, None, "AKS-labelled CRDs need no replacing: {c:?}");
+        }
+    }
+
+    /// AKS's label tells its CRDs from self-installed ones; without it the check says so.
+    #[test]
+    fn crds_without_the_aks_label_warn_as_self_installed() {
+        let c = judge_crds(&all(unlabelled(crd(Some("standard"), Some("v1.4.1")))), 35);
+        assert_eq!(c.result, Mark::Warn, "{c:?}");
+        assert!(
+            c.detail.contains("app.kubernetes.io/managed-by=aks"),
+            "{c:?}"
+        );
+        assert!(c.detail.contains("self-installed"), "{c:?}");
+        assert!(c.hint.unwrap().contains("kubectl delete crd"));
     }
 
     fn class(conditions: serde_json::Value) -> DynamicObject {
@@ -394,11 +486,17 @@ mod tests {
 
     #[test]
     fn the_mesh_add_on_is_refused_with_the_command_that_removes_it() {
-        assert_eq!(judge_mesh(false, false).result, Mark::Pass);
-        for (ns, gc) in [(true, false), (false, true), (true, true)] {
-            let c = judge_mesh(ns, gc);
+        assert_eq!(judge_mesh(false, &[]).result, Mark::Pass);
+        let crds = ["virtualservices.networking.istio.io".to_string()];
+        for (gc, crds) in [(true, &[][..]), (false, &crds[..]), (true, &crds[..])] {
+            let c = judge_mesh(gc, crds);
             assert_eq!(c.result, Mark::Fail);
             assert!(c.hint.unwrap().contains("az aks mesh disable"));
         }
+        assert!(
+            judge_mesh(false, &crds)
+                .detail
+                .contains("CRD virtualservices.networking.istio.io")
+        );
     }
 }

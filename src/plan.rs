@@ -23,6 +23,12 @@ use crate::retry::with_retry;
 pub const CONTROLLER_SERVICE: &str = "ingress-nginx-controller";
 pub const ADMISSION_SERVICE: &str = "ingress-nginx-controller-admission";
 pub const ADMISSION_SECRET: &str = "ingress-nginx-admission";
+/// The Gateway API layer's notice about rate limits: the seed deploys the app behind an Ingress
+/// with `nginx.ingress.kubernetes.io/limit-rps: "100"` (design.md §7), and application routing's
+/// Istio gateways cannot rate-limit (design.md §10), so on this layer that limit silently goes.
+pub const GATEWAY_NO_RATE_LIMIT: &str = "traffic.layer gateway-api: application routing's Gateway API cannot rate-limit, so the \
+     per-client limit the app's Ingress had with ingress-nginx (limit-rps \"100\") does not apply on this layer; with appgw or \
+     frontdoor, limit rates at the front instead (a rate-limit custom rule in its WAF policy)";
 
 /// Whether a Service carries Azure's internal load-balancer annotation set to "true".
 pub fn service_is_internal(s: &Service) -> bool {
@@ -249,8 +255,9 @@ pub async fn gather(
     })
 }
 
-/// What the Gateway API layer's plan warns about: a certificate Secret that is not there yet (the
-/// https listener stays unresolved until it is), and a switch of layer while a canary runs.
+/// What the Gateway API layer's plan warns about: no rate limit on this layer, a certificate Secret
+/// that is not there yet (the https listener stays unresolved until it is), and a switch of layer
+/// while a canary runs.
 async fn gateway_notices(
     client: &Client,
     values: &Values,
@@ -258,6 +265,9 @@ async fn gateway_notices(
     deadline: Option<Instant>,
 ) -> Result<Vec<String>, Error> {
     let mut notices = Vec::new();
+    if values.traffic.layer == TrafficLayer::GatewayApi {
+        notices.push(GATEWAY_NO_RATE_LIMIT.to_string());
+    }
     let secret = &values.gateway.tls.secret_name;
     if values.traffic.layer == TrafficLayer::GatewayApi && !secret.is_empty() {
         let ns = &values.namespaces.gateway;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -308,6 +308,72 @@ async fn app_routing(client: &Client) -> Check {
     }
 }
 
+/// The network policy engines AKS offers, by the DaemonSet that runs each on every node
+/// (Learn, "Secure traffic between pods by using network policies in AKS"; Azure
+/// container-networking docs/npm.md: "one azure-npm instance on each Kubernetes node"): Azure
+/// Network Policy Manager `azure-npm` in kube-system; Calico `calico-node`, in `calico-system`
+/// where AKS installs it through the Tigera operator and in kube-system on older clusters; Azure
+/// CNI powered by Cilium `cilium` in kube-system. AKS's default is none: NetworkPolicies are then
+/// stored but not enforced.
+pub const POLICY_ENGINES: [(&str, &str, &str); 4] = [
+    ("kube-system", "azure-npm", "Azure Network Policy Manager"),
+    ("calico-system", "calico-node", "Calico"),
+    ("kube-system", "calico-node", "Calico"),
+    ("kube-system", "cilium", "Cilium"),
+];
+
+/// Judges the DaemonSets found (`namespace`, `name`) against [`POLICY_ENGINES`].
+pub fn judge_policy_engine(found: &[(String, String)]) -> Check {
+    const NAME: &str = "network policy engine";
+    let running = POLICY_ENGINES
+        .iter()
+        .find(|(ns, name, _)| found.iter().any(|(n, d)| n == ns && d == name));
+    match running {
+        Some((ns, ds, engine)) => pass(
+            NAME,
+            format!("{engine} (DaemonSet {ns}/{ds}) enforces the load tester's NetworkPolicy"),
+        ),
+        None => warn(
+            NAME,
+            "none runs (no Azure NPM, Calico or Cilium DaemonSet): AKS enforces no NetworkPolicy without one, \
+             so the load tester, which runs the shell commands sent to it, is open to every pod in the cluster",
+            Some(
+                "choose a network policy engine for the cluster (Azure NPM, Calico or Cilium; Learn, \
+                 \"Secure traffic between pods by using network policies in AKS\")"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// Whether a network policy engine runs: one metadata list of DaemonSets per namespace it uses.
+async fn network_policy_engine(client: &Client) -> Check {
+    let mut namespaces: Vec<&str> = POLICY_ENGINES.iter().map(|(ns, _, _)| *ns).collect();
+    namespaces.dedup();
+    let mut found = Vec::new();
+    for ns in namespaces {
+        let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+        match api.list_metadata(&ListParams::default()).await {
+            Ok(list) => found.extend(
+                list.items
+                    .into_iter()
+                    .filter_map(|d| d.metadata.name)
+                    .map(|name| (ns.to_string(), name)),
+            ),
+            Err(e) => {
+                return warn(
+                    "network policy engine",
+                    format!(
+                        "cannot list DaemonSets in {ns}, so cannot tell whether the load tester's NetworkPolicy is enforced: {e}"
+                    ),
+                    Some(bind_hint()),
+                );
+            }
+        }
+    }
+    judge_policy_engine(&found)
+}
+
 async fn ingress_class(client: &Client, objects: &[Object]) -> Option<Check> {
     const NAME: &str = "IngressClass";
     let rendered = objects.iter().find(|o| o.kind() == "IngressClass")?;
@@ -392,6 +458,7 @@ async fn pre(values: Values, cluster: &Cluster, report: &mut Report) -> Result<(
         )),
     }
     report.checks.push(helm_conflicts(client).await);
+    report.checks.push(network_policy_engine(client).await);
     if gateway {
         // Application routing is a prerequisite here, not a second NGINX.
         let minor = crate::gateway::kube_minor(cluster).await?;
@@ -545,6 +612,7 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
     }
     let members = record.parsed_members();
     crds(client, &members, report).await;
+    report.checks.push(network_policy_engine(client).await);
     let status = crate::status::status_of(cluster, &record).await?;
     for c in &status.components {
         report.checks.push(deployment(c));
@@ -816,6 +884,26 @@ fn canary(m: &Stale, status: &crate::status::StatusReport) -> Check {
 mod tests {
     use super::*;
     use crate::report::Mark;
+
+    #[test]
+    fn a_network_policy_engine_is_found_by_its_daemonset_and_its_absence_warns() {
+        let found = |ns: &str, name: &str| vec![(ns.to_string(), name.to_string())];
+        for (ns, name, engine) in POLICY_ENGINES {
+            let c = judge_policy_engine(&found(ns, name));
+            assert_eq!(c.result, Mark::Pass, "{ns}/{name}: {c:?}");
+            assert!(c.detail.contains(engine), "{c:?}");
+        }
+        for none in [
+            vec![],
+            found("kube-system", "kube-proxy"),
+            found("calico-system", "cilium"),
+        ] {
+            let c = judge_policy_engine(&none);
+            assert_eq!(c.result, Mark::Warn, "{none:?}: {c:?}");
+            assert!(c.detail.contains("load tester"), "{c:?}");
+            assert!(c.hint.unwrap().contains("Azure NPM, Calico or Cilium"));
+        }
+    }
 
     #[test]
     fn hosts_are_taken_from_server_urls() {

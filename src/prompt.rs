@@ -153,7 +153,7 @@ pub fn layer_choices() -> Vec<(&'static str, &'static str)> {
                 }
                 profile::TrafficLayer::GatewayApi => {
                     "Gateway API on AKS application routing (approuting-istio); \
-                     needs first: az aks update --enable-gateway-api and az aks approuting gateway istio enable"
+                     needs first: az aks update --enable-gateway-api --enable-app-routing-istio"
                 }
             };
             (layer.as_str(), what)
@@ -232,6 +232,24 @@ pub fn plan_text(summary: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The picker names the enablement as the one call the preflight's hint gives (Learn, "managed
+    /// Gateway API": the implementing add-on before or together with `--enable-gateway-api`).
+    #[test]
+    fn the_gateway_layer_names_the_one_call_enablement() {
+        let (_, line) = layer_choices()
+            .into_iter()
+            .find(|(l, _)| *l == profile::TrafficLayer::GatewayApi.as_str())
+            .unwrap();
+        assert!(
+            line.contains("az aks update --enable-gateway-api --enable-app-routing-istio"),
+            "{line}"
+        );
+        assert!(
+            crate::gateway::FIX_ENABLE.ends_with("--enable-gateway-api --enable-app-routing-istio")
+        );
+        assert!(!line.contains("approuting gateway istio enable"), "{line}");
+    }
 
     #[test]
     fn every_builtin_profile_has_a_line_in_the_picker() {

@@ -23,7 +23,7 @@ pub const ROLE_NAME: &str = "gridos-setup-installer";
 pub const WRITE_VERBS: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
 
 /// Reads outside the rendered kinds: (group, resource, verbs, why).
-pub const EXTRA_READS: [(&str, &str, &[&str], &str); 3] = [
+pub const EXTRA_READS: [(&str, &str, &[&str], &str); 4] = [
     (
         "",
         "pods",
@@ -41,6 +41,12 @@ pub const EXTRA_READS: [(&str, &str, &[&str], &str); 3] = [
         "replicasets",
         &["get", "list", "watch"],
         "rollout diagnostics follow a Deployment to its pods",
+    ),
+    (
+        "apps",
+        "daemonsets",
+        &["list"],
+        "check looks for a network policy engine's DaemonSet (Azure NPM, Calico, Cilium)",
     ),
 ];
 

@@ -49,6 +49,11 @@ pub const CONTROLLER_IMAGE: Image = Image {
     tag: "v1.15.1",
     digest: Some("sha256:594ceea76b01c592858f803f9ff4d2cb40542cae2060410b2c95f75907d659e1"),
 };
+/// Flagger and its load tester are pinned by tag only: no public release material found carries
+/// their digests (searched for issue 25, 2026-12-06: the `github.com/fluxcd/flagger@v1.44.0` Go
+/// module, with its chart, kustomize bases and CHANGELOG, pins neither image by digest; no public
+/// manifest, chart or release note indexed pins `flagger:1.44.0` or `flagger-loadtester:0.38.0`
+/// by digest). A digest is never made up; add one here with its source once one is published.
 pub const FLAGGER_IMAGE: Image = Image {
     registry: "ghcr.io",
     repository: "fluxcd/flagger",
@@ -195,7 +200,10 @@ pub const PRIVATE_LINK_SERVICE_NAME: &str = "gridos-pls";
 /// Annotations of the ingress controller's Service for the profile (design section 3).
 pub fn controller_service_annotations(v: &Values) -> serde_json::Map<String, Json> {
     let mut a = serde_json::Map::new();
-    // Azure probes `/` otherwise, where ingress-nginx answers 404 (Azure/AKS#2903).
+    // With `externalTrafficPolicy: Cluster` Azure would probe `/`, where ingress-nginx answers 404
+    // (Azure/AKS#2903). The controller Service keeps `Local`, where the load balancer probes
+    // kube-proxy's health node port instead and this path is not used (design.md §10); it is set
+    // for whoever switches the policy.
     a.insert(
         "service.beta.kubernetes.io/azure-load-balancer-health-probe-request-path".into(),
         json!("/healthz"),
@@ -268,6 +276,17 @@ pub fn gateway_infrastructure_annotations(v: &Values) -> serde_json::Map<String,
         a.insert(key("protocol"), json!("http"));
         a.insert(key("port"), json!(GATEWAY_STATUS_PORT.to_string()));
         a.insert(key("request-path"), json!("/healthz/ready"));
+    }
+    // A public load balancer gets no rule for the status port itself (cloud-provider-azure,
+    // "Azure LoadBalancer" annotations: `port_{num}_no_lb_rule` "true" generates no LB rule and
+    // no probe for that port; its example is exactly an Istio/Envoy health port, which should not
+    // face the internet; design.md §10). The probes above still reach 15021 on the nodes. An
+    // internal one keeps the rule: Application Gateway's backend probe goes to the frontend's 15021.
+    if !a.contains_key(INTERNAL_LB_ANNOTATION) {
+        a.insert(
+            format!("service.beta.kubernetes.io/port_{GATEWAY_STATUS_PORT}_no_lb_rule"),
+            json!("true"),
+        );
     }
     a
 }

@@ -218,3 +218,73 @@ fn check_pre_names_a_missing_exec_plugin() {
     );
     assert!(text.contains("[FAIL] API server: "), "{text}");
 }
+
+/// Without a network policy engine (AKS's default) `check --pre` warns that the load tester's
+/// NetworkPolicy is not enforced; with one of the DaemonSets AKS runs for an engine (here Azure
+/// NPM's `azure-npm` in kube-system, and Calico's `calico-node` in `calico-system`) it passes. The
+/// DaemonSets select no node, so no pod is made: only their presence is what check reads.
+#[tokio::test]
+async fn cluster_check_warns_without_a_network_policy_engine() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let _lock = cluster_lock().await;
+    let c = client().await;
+    reset(&c).await;
+    let engine = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .find(|l| l["event"] == "check" && l["name"] == "network policy engine")
+            .cloned()
+            .unwrap_or_else(|| panic!("a network policy engine line: {lines:?}"))
+    };
+    let none = engine(&json_lines(&ok(&gridos_k(&[
+        "check", "--pre", "-o", "json",
+    ]))));
+    assert_eq!(none["result"], "warn", "{none}");
+    assert!(
+        none["detail"].as_str().unwrap().contains("load tester"),
+        "{none}"
+    );
+    for (ns, name, shown) in [
+        ("kube-system", "azure-npm", "Azure Network Policy Manager"),
+        ("calico-system", "calico-node", "Calico"),
+    ] {
+        if ns != "kube-system" {
+            create_namespace(&c, ns, &[]).await;
+        }
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"k8s-app": name}},
+                "template": {
+                    "metadata": {"labels": {"k8s-app": name}},
+                    "spec": {
+                        "nodeSelector": {"gridos-test/no-such-node": "true"},
+                        "containers": [{"name": name, "image": "example.invalid/engine@sha256:0000000000000000000000000000000000000000000000000000000000000000"}],
+                    },
+                },
+            },
+        }))
+        .unwrap();
+        let api: Api<DaemonSet> = Api::namespaced(c.clone(), ns);
+        api.create(&PostParams::default(), &ds).await.unwrap();
+        let found = engine(&json_lines(&ok(&gridos_k(&[
+            "check", "--pre", "-o", "json",
+        ]))));
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        if ns != "kube-system" {
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
+            let uid = namespaces.get(ns).await.unwrap().metadata.uid.unwrap();
+            delete_namespace(&c, ns).await;
+            crate::util::wait_for(
+                namespaces,
+                ns,
+                60,
+                "namespace deleted",
+                kube::runtime::wait::conditions::is_deleted(&uid),
+            )
+            .await;
+        }
+        assert_eq!(found["result"], "pass", "{ns}/{name}: {found}");
+        assert!(found["detail"].as_str().unwrap().contains(shown), "{found}");
+    }
+}

@@ -12,8 +12,8 @@ use kube::runtime::wait::conditions;
 use serde_json::{Value, json};
 
 use crate::gateway_rig::{
-    AppRoutingIstio, condition, enable_gateway_api, enable_istio_mesh_marks, gateway_api,
-    is_programmed,
+    AppRoutingIstio, ISTIO_NAMESPACE, MeshMark, condition, disable_istio_mesh_marks,
+    enable_gateway_api, enable_istio_mesh_mark, gateway_api, is_programmed, istiod_available,
 };
 use crate::util::{
     client, cluster_lock, create_namespace, delete_namespace, gridos_k, ok, reset, stderr, stdout,
@@ -308,6 +308,11 @@ async fn cluster_gateway_dry_run_of_every_variant_passes() {
                     && text.contains(" would be created"),
                 "{profile} tls={tls}: the dry run takes the Gateway:\n{text}"
             );
+            // The Ingress's limit-rps does not carry over: the plan says so (design.md §10).
+            assert!(
+                text.contains(gridos_setup::plan::GATEWAY_NO_RATE_LIMIT),
+                "{profile} tls={tls}: the no-rate-limit notice:\n{text}"
+            );
         }
     }
     assert_eq!(
@@ -335,21 +340,29 @@ fn assert_refused(out: &std::process::Output, fix: &str, what: &str) {
     assert!(all.contains(fix), "{what}: names `{fix}`:\n{all}");
 }
 
-/// Without what AKS provides (the CRDs, the GatewayClass) or with the Istio mesh add-on next to it,
-/// `check --pre` and `install` fail naming the `az` command that fixes it, and install writes nothing.
+/// Without what AKS provides (the CRDs, the GatewayClass) or with the Istio mesh add-on next to it
+/// (its GatewayClass `istio`, and separately an Istio CRD), `check --pre` and `install` fail naming
+/// the `az` command that fixes it, and install writes nothing.
 #[tokio::test]
 async fn cluster_gateway_missing_prerequisites_are_refused_before_any_write() {
     let _l = cluster_lock().await;
     let t0 = Instant::now();
     let c = client().await;
     reset(&c).await;
-    let cases: [(&str, &str); 3] = [
-        ("no Gateway API CRDs", "--enable-gateway-api"),
+    let cases: [(&str, &str); 4] = [
+        (
+            "no Gateway API CRDs",
+            "--enable-gateway-api --enable-app-routing-istio",
+        ),
         (
             "no GatewayClass approuting-istio",
             "az aks approuting gateway istio enable",
         ),
-        ("the Istio service-mesh add-on", "az aks mesh disable"),
+        (
+            "the mesh add-on's GatewayClass istio",
+            "az aks mesh disable",
+        ),
+        ("the mesh add-on's Istio CRD", "az aks mesh disable"),
     ];
     let mut rig = None;
     for (i, (what, fix)) in cases.iter().enumerate() {
@@ -357,7 +370,11 @@ async fn cluster_gateway_missing_prerequisites_are_refused_before_any_write() {
             1 => enable_gateway_api(&c).await,
             2 => {
                 rig = Some(AppRoutingIstio::start(&c).await);
-                enable_istio_mesh_marks(&c).await;
+                enable_istio_mesh_mark(&c, MeshMark::Class).await;
+            }
+            3 => {
+                disable_istio_mesh_marks(&c).await;
+                enable_istio_mesh_mark(&c, MeshMark::Crd).await;
             }
             _ => {}
         }
@@ -376,6 +393,12 @@ async fn cluster_gateway_missing_prerequisites_are_refused_before_any_write() {
         let install = install_gw("nginx", &[]);
         assert_refused(&install, fix, &format!("install, {what}"));
         assert_eq!(
+            install.status.code(),
+            Some(1),
+            "install, {what}: exit 1\n{}",
+            stderr(&install)
+        );
+        assert_eq!(
             crate::bad_input::snapshot(&c).await,
             before,
             "install, {what}: nothing written"
@@ -385,6 +408,76 @@ async fn cluster_gateway_missing_prerequisites_are_refused_before_any_write() {
     reset(&c).await;
     eprintln!(
         "gateway test: prerequisites refused in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A cluster prepared as AKS prepares it (the managed CRDs labelled `app.kubernetes.io/managed-by:
+/// aks`, GatewayClass `approuting-istio`, application routing's istiod in `aks-istio-system`)
+/// passes `check --pre` and installs: that namespace is not the mesh add-on.
+#[tokio::test]
+async fn cluster_gateway_prepared_as_aks_passes_check_and_installs() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let _l = cluster_lock().await;
+    let t0 = Instant::now();
+    let c = client().await;
+    reset(&c).await;
+    enable_gateway_api(&c).await;
+    let rig = AppRoutingIstio::start(&c).await;
+    assert!(
+        Api::<Namespace>::all(c.clone())
+            .get_opt(ISTIO_NAMESPACE)
+            .await
+            .unwrap()
+            .is_some()
+            && istiod_available(&c).await,
+        "istiod runs in {ISTIO_NAMESPACE}"
+    );
+    let crd = Api::<CustomResourceDefinition>::all(c.clone())
+        .get("gateways.gateway.networking.k8s.io")
+        .await
+        .unwrap();
+    assert!(
+        gridos_setup::gateway::aks_managed(&crd),
+        "labelled as AKS labels it"
+    );
+    let check = gridos_k(&[
+        "check",
+        "--pre",
+        "--profile",
+        "nginx",
+        "--host",
+        HOST,
+        "--traffic",
+        "gateway-api",
+        "-o",
+        "json",
+    ]);
+    let report = ok(&check);
+    let lines: Vec<Value> = report
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let result_of = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == "check" && l["name"] == name)
+            .unwrap_or_else(|| panic!("check {name} in:\n{report}"))
+    };
+    for name in [
+        "Gateway API CRDs",
+        "GatewayClass approuting-istio",
+        "Istio service-mesh add-on",
+    ] {
+        assert_eq!(result_of(name)["result"], "pass", "{name}:\n{report}");
+    }
+    let text = ok(&install_gw("nginx", &[]));
+    assert!(is_programmed(&gateway(&c).await), "installed:\n{text}");
+    drop(rig);
+    reset(&c).await;
+    eprintln!(
+        "gateway test: AKS-prepared cluster checked and installed in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
 }

@@ -5,12 +5,14 @@
 //!   plane), unchanged from `config/crd/standard` of the `sigs.k8s.io/gateway-api` Go module that
 //!   `scripts/testenv-build` downloads (checked against testenv/gateway-api/go.sum) into the testenv
 //!   cache, which `scripts/testenv exec` puts on PATH. They keep upstream's annotations
-//!   `gateway.networking.k8s.io/bundle-version` and `.../channel`; AKS documents no other mark on
-//!   the CRDs it manages, so none is added.
+//!   `gateway.networking.k8s.io/bundle-version` and `.../channel`, and carry the label
+//!   `app.kubernetes.io/managed-by: aks` that AKS puts on the CRDs it manages (design.md §10).
 //! - [`AppRoutingIstio`] runs `approuting-istio-standin` (testenv/standins), the stand-in for the
-//!   control plane `az aks approuting gateway istio enable` deploys.
-//! - [`enable_istio_mesh_marks`] leaves what the Istio service-mesh add-on puts in a cluster (its
-//!   namespace, GatewayClass `istio` and an Istio CRD), which cannot coexist with the above.
+//!   control plane `az aks update --enable-app-routing-istio` deploys: GatewayClass
+//!   `approuting-istio`, and istiod in namespace `aks-istio-system` (which therefore is no sign of
+//!   the mesh add-on).
+//! - [`enable_istio_mesh_mark`] leaves one of what only the Istio service-mesh add-on puts in a
+//!   cluster (GatewayClass `istio`, or an Istio CRD), which cannot coexist with the above.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +29,8 @@ use crate::util::{Proc, TempDir, kubeconfig, standin_bin, wait_for};
 const GROUP: &str = "gateway.networking.k8s.io";
 /// The field manager the CRDs are applied with: the stand-in for AKS's add-on manager.
 const AKS_MANAGER: &str = "aks-managed-standin";
+/// The namespace where both application routing's istiod and the mesh add-on's run.
+pub const ISTIO_NAMESPACE: &str = "aks-istio-system";
 
 /// A Gateway API kind (v1).
 pub fn gateway_api(kind: &str) -> ApiResource {
@@ -75,6 +79,9 @@ pub async fn enable_gateway_api(c: &Client) {
         let mut data = serde_json::to_value(&crd).expect("CRD json");
         data["apiVersion"] = json!("apiextensions.k8s.io/v1");
         data["kind"] = json!("CustomResourceDefinition");
+        // AKS labels the CRDs it manages (design.md §10); upstream's files carry no labels.
+        data["metadata"]["labels"][gridos_setup::gateway::MANAGED_BY] =
+            json!(gridos_setup::gateway::MANAGED_BY_AKS);
         crds.patch(
             &name,
             &PatchParams::apply(AKS_MANAGER).force(),
@@ -175,76 +182,64 @@ async fn delete_wait_crd(crds: &Api<CustomResourceDefinition>, name: &str) {
     }
 }
 
-/// What the Istio service-mesh add-on leaves in a cluster (Microsoft Learn, application routing
-/// Gateway API, limitations: the two cannot be enabled together): its control-plane namespace
-/// `aks-istio-system`, GatewayClass `istio` and the Istio CRDs (`*.networking.istio.io`; one here).
-pub async fn enable_istio_mesh_marks(c: &Client) {
-    use k8s_openapi::api::core::v1::Namespace;
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "aks-istio-system"}})).unwrap();
-    let _ = Api::<Namespace>::all(c.clone())
-        .patch(
-            "aks-istio-system",
-            &PatchParams::apply("aks-istio-standin"),
-            &Patch::Apply(&ns),
-        )
-        .await;
-    let crd = json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "virtualservices.networking.istio.io"},
-        "spec": {
-            "group": "networking.istio.io", "scope": "Namespaced",
-            "names": {"kind": "VirtualService", "plural": "virtualservices", "singular": "virtualservice", "listKind": "VirtualServiceList"},
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-        },
-    });
-    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
-    crds.patch(
-        "virtualservices.networking.istio.io",
-        &PatchParams::apply("aks-istio-standin"),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("Istio CRD");
-    let gc = json!({
-        "apiVersion": format!("{GROUP}/v1"), "kind": "GatewayClass",
-        "metadata": {"name": "istio"},
-        "spec": {"controllerName": "istio.io/gateway-controller"},
-    });
-    Api::<DynamicObject>::all_with(c.clone(), &gateway_api("GatewayClass"))
-        .patch(
-            "istio",
-            &PatchParams::apply("aks-istio-standin"),
-            &Patch::Apply(&gc),
-        )
-        .await
-        .expect("GatewayClass istio");
+/// One thing only the Istio service-mesh add-on leaves in a cluster (Microsoft Learn, application
+/// routing Gateway API, limitations: the two cannot be enabled together): GatewayClass `istio`
+/// (the mesh's Gateway API class, Learn "Istio Gateway API") or the Istio CRDs
+/// (`*.networking.istio.io`; one here). Application routing's meshless Istio has neither.
+#[derive(Clone, Copy, Debug)]
+pub enum MeshMark {
+    Class,
+    Crd,
 }
 
-/// Removes what [`enable_istio_mesh_marks`] left.
+const MESH_CRD: &str = "virtualservices.networking.istio.io";
+
+/// Leaves `mark` in the cluster, as the mesh add-on would (manager `aks-istio-standin`).
+pub async fn enable_istio_mesh_mark(c: &Client, mark: MeshMark) {
+    let pp = PatchParams::apply("aks-istio-standin");
+    match mark {
+        MeshMark::Crd => {
+            let crd = json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": MESH_CRD},
+                "spec": {
+                    "group": "networking.istio.io", "scope": "Namespaced",
+                    "names": {"kind": "VirtualService", "plural": "virtualservices", "singular": "virtualservice", "listKind": "VirtualServiceList"},
+                    "versions": [{"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+                },
+            });
+            let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+            crds.patch(MESH_CRD, &pp, &Patch::Apply(&crd))
+                .await
+                .expect("Istio CRD");
+        }
+        MeshMark::Class => {
+            let gc = json!({
+                "apiVersion": format!("{GROUP}/v1"), "kind": "GatewayClass",
+                "metadata": {"name": "istio"},
+                "spec": {"controllerName": "istio.io/gateway-controller"},
+            });
+            Api::<DynamicObject>::all_with(c.clone(), &gateway_api("GatewayClass"))
+                .patch("istio", &pp, &Patch::Apply(&gc))
+                .await
+                .expect("GatewayClass istio");
+        }
+    }
+}
+
+/// Removes what [`enable_istio_mesh_mark`] left (the namespace `aks-istio-system` goes with the
+/// other install namespaces in `reset`).
 pub async fn disable_istio_mesh_marks(c: &Client) {
-    use k8s_openapi::api::core::v1::Namespace;
     let dp = DeleteParams::default();
     let _ = Api::<DynamicObject>::all_with(c.clone(), &gateway_api("GatewayClass"))
         .delete("istio", &dp)
         .await;
     let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
-    if crds
-        .get_opt("virtualservices.networking.istio.io")
-        .await
-        .ok()
-        .flatten()
-        .is_some()
-    {
-        let _ = crds
-            .delete("virtualservices.networking.istio.io", &dp)
-            .await;
-        delete_wait_crd(&crds, "virtualservices.networking.istio.io").await;
+    if crds.get_opt(MESH_CRD).await.ok().flatten().is_some() {
+        let _ = crds.delete(MESH_CRD, &dp).await;
+        delete_wait_crd(&crds, MESH_CRD).await;
     }
-    let _ = Api::<Namespace>::all(c.clone())
-        .delete("aks-istio-system", &dp)
-        .await;
 }
 
 /// The approuting-istio controller stand-in, running until dropped.
@@ -254,7 +249,9 @@ pub struct AppRoutingIstio {
 }
 
 impl AppRoutingIstio {
-    /// Starts the stand-in and waits until the GatewayClass `approuting-istio` it creates is Accepted.
+    /// Starts the stand-in and waits until the GatewayClass `approuting-istio` it creates is
+    /// Accepted and its istiod is available (so that nothing in `aks-istio-system` still moves
+    /// when a test compares the cluster before and after).
     pub async fn start(c: &Client) -> AppRoutingIstio {
         let dir = TempDir::new("approuting");
         let mut cmd = Command::new(standin_bin("approuting-istio-standin"));
@@ -270,17 +267,46 @@ impl AppRoutingIstio {
                     .into_iter()
                     .flatten()
                     .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+                && istiod_available(c).await
             {
                 return me;
             }
             assert!(
                 std::time::Instant::now() < until,
-                "GatewayClass approuting-istio not Accepted after 30s\n{}",
+                "GatewayClass approuting-istio not Accepted or istiod not available after 30s\n{}",
                 me.proc.tail()
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Whether application routing's istiod (the stand-in's) is available with all its pods Running.
+pub async fn istiod_available(c: &Client) -> bool {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    let Ok(Some(d)) = Api::<Deployment>::namespaced(c.clone(), ISTIO_NAMESPACE)
+        .get_opt("istiod")
+        .await
+    else {
+        return false;
+    };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.unwrap_or_default();
+    let settled = status.observed_generation == d.metadata.generation
+        && status.available_replicas == Some(want)
+        && status.updated_replicas == Some(want)
+        && status.replicas == Some(want);
+    let pods = Api::<Pod>::namespaced(c.clone(), ISTIO_NAMESPACE)
+        .list(&ListParams::default().labels("app=istiod"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    settled
+        && pods.len() == want as usize
+        && pods
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
 }
 
 /// The status condition `type_` of an object, if it is set.

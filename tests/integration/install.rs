@@ -139,6 +139,12 @@ async fn cluster_install_each_profile_then_rerun_changes_nothing() {
             "plan after install: {}",
             stdout(&plan)
         );
+        // ingress-nginx keeps the Ingress's limit-rps: no Gateway API rate-limit notice.
+        assert!(
+            !format!("{}{}", stdout(&plan), crate::util::stderr(&plan))
+                .contains(gridos_setup::plan::GATEWAY_NO_RATE_LIMIT),
+            "{profile}: no rate-limit notice with ingress-nginx"
+        );
     }
 }
 

@@ -35,6 +35,35 @@ fn render_gateway_frontdoor_tls_snapshot() {
     );
 }
 
+/// A public Gateway load balancer has no rule for Istio's status port 15021 (cloud-provider-azure
+/// `port_15021_no_lb_rule`), while its listeners' probes still use it; an internal one keeps the
+/// rule, since Application Gateway's backend probe goes to 15021 on the frontend.
+#[test]
+fn public_gateways_keep_the_status_port_off_the_load_balancer() {
+    const NO_RULE: &str = "service.beta.kubernetes.io/port_15021_no_lb_rule";
+    let private_link = ["--set", "frontDoor.privateLink=true"];
+    let cases: [(&str, &[&str], bool); 4] = [
+        ("nginx", &[], true),
+        ("frontdoor", &[], true),
+        ("appgw", &[], false),
+        ("frontdoor", &private_link, false),
+    ];
+    for (profile, extra, public) in cases {
+        let docs = documents(&render(profile, extra));
+        let a = &find(&docs, "Gateway", "gridos")["spec"]["infrastructure"]["annotations"];
+        let what = format!("{profile} {extra:?}");
+        if public {
+            assert_eq!(a[NO_RULE], "true", "{what}: {a}");
+        } else {
+            assert!(a.get(NO_RULE).is_none(), "{what}: {a}");
+        }
+        assert_eq!(
+            a["service.beta.kubernetes.io/port_80_health-probe_port"], "15021",
+            "{what}: the probe still uses the status port"
+        );
+    }
+}
+
 #[test]
 fn the_flag_and_the_value_render_the_same() {
     let with_set = gridos(&[
@@ -384,7 +413,7 @@ fn bad_input_front_door_https_origin_without_a_certificate() {
 /// which needs no cluster; the cluster tests run them for real).
 #[test]
 fn readme_gateway_commands_are_the_products() {
-    use gridos_setup::gateway::{FIX_CLASS, FIX_CRDS, FIX_MESH};
+    use gridos_setup::gateway::{FIX_ENABLE, FIX_MESH};
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme
@@ -399,9 +428,13 @@ fn readme_gateway_commands_are_the_products() {
         .expect("a sh block");
     assert!(section.contains(&format!("`{FIX_MESH}`")), "the mesh fix");
     let mut gridos_lines = 0;
+    // The enablement is one call, before the first gridos-setup command (Learn, "managed Gateway
+    // API": the implementing add-on before or together with `--enable-gateway-api`).
+    let az: Vec<&str> = block.lines().filter(|l| l.starts_with("az ")).collect();
+    assert_eq!(az, [FIX_ENABLE], "one az call enables both");
+    assert!(block.starts_with(FIX_ENABLE), "{block}");
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
         if line.starts_with("az ") {
-            assert!([FIX_CRDS, FIX_CLASS].contains(&line), "{line}");
             continue;
         }
         let words = shlex::split(line).unwrap();

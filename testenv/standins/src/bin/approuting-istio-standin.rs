@@ -11,6 +11,13 @@
 //! what it writes, through the real API:
 //!
 //! - the GatewayClass `approuting-istio` (created as the add-on does on enable), status `Accepted`;
+//! - namespace `aks-istio-system` with the add-on's control plane, Deployment `istiod` (its pods
+//!   are kwok pods, made by the real Deployment controller): Learn's "Configure ingress with the
+//!   Kubernetes Gateway API via the application routing add-on" has users verify the `istiod` pods
+//!   in `aks-istio-system` after enabling. That namespace is also the Istio service-mesh add-on's,
+//!   so gridos-setup must not take it for the mesh (issue 25). The add-on installs no Istio CRDs
+//!   and no GatewayClass `istio` (same page: it is meshless; only the mesh add-on has those), so
+//!   neither is made here. One replica is this stand-in's choice; AKS documents no number;
 //! - per Gateway of the class: the four objects above, owned by the Gateway (so the garbage
 //!   collector removes them with it). The Service's ports are the listeners' ports plus Istio's
 //!   status port 15021; the pods carry Istio's scrape annotations (`prometheus.io/port: "15020"`,
@@ -55,6 +62,12 @@ const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 const STATUS_PORT: i32 = 15021;
 /// Istio's merged Prometheus endpoint on gateway pods.
 const METRICS_PORT: i32 = 15020;
+/// Where application routing runs its istiod (Learn, application routing Gateway API).
+const CONTROL_PLANE_NAMESPACE: &str = "aks-istio-system";
+/// The control plane's Deployment and its pods' `app` label, as Istio names them.
+const ISTIOD: &str = "istiod";
+/// istiod's image as AKS names it; kwok runs no image, so only the reference matters.
+const PILOT_IMAGE: &str = "mcr.microsoft.com/oss/v2/istio/pilot@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 #[derive(Parser)]
 #[command(
@@ -262,6 +275,59 @@ impl Standin {
             tracing::info!("GatewayClass {class} Accepted");
         }
         Ok(())
+    }
+
+    /// The add-on's control plane: namespace `aks-istio-system` and Deployment `istiod` in it.
+    /// Applied again once the namespace is gone; skipped while it is being deleted (nothing can be
+    /// created in a terminating namespace), e.g. right after a test's reset.
+    async fn reconcile_istiod(&mut self) -> Result<()> {
+        match self
+            .namespaces
+            .state()
+            .iter()
+            .find(|n| n.name_any() == CONTROL_PLANE_NAMESPACE)
+        {
+            None => {
+                self.applied.remove("istiod/ns");
+                self.applied.remove("istiod/deploy");
+            }
+            Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
+                self.applied.remove("istiod/ns");
+                self.applied.remove("istiod/deploy");
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        let labels = json!({"app": ISTIOD, "istio": "pilot"});
+        let namespace = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": CONTROL_PLANE_NAMESPACE},
+        });
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": ISTIOD, "namespace": CONTROL_PLANE_NAMESPACE, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": 1337, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "discovery", "image": PILOT_IMAGE,
+                            "args": ["discovery"],
+                            "ports": [{"name": "grpc-xds", "containerPort": 15010, "protocol": "TCP"}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }],
+                    },
+                },
+            },
+        });
+        self.apply("istiod/ns".into(), namespace).await?;
+        self.apply("istiod/deploy".into(), deployment).await
     }
 
     fn classes_state(&self, name: &str) -> Option<std::sync::Arc<DynamicObject>> {
@@ -646,10 +712,14 @@ impl Standin {
 
     async fn tick(&mut self) -> Result<()> {
         self.reconcile_class().await?;
+        self.reconcile_istiod().await?;
         let gateways = self.our_gateways();
         let live: Vec<String> = gateways.iter().filter_map(|g| g.uid()).collect();
-        self.applied
-            .retain(|k, _| k == "class" || live.iter().any(|u| k.starts_with(&format!("{u}/"))));
+        self.applied.retain(|k, _| {
+            k == "class"
+                || k.starts_with("istiod/")
+                || live.iter().any(|u| k.starts_with(&format!("{u}/")))
+        });
         for gw in gateways {
             self.reconcile_children(&gw).await?;
             self.reconcile_gateway_status(&gw).await?;
