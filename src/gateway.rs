@@ -39,10 +39,17 @@ const MESH_CRD_SUFFIX: &str = ".istio.io";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_AKS: &str = "aks";
 
-/// Enables the managed Gateway API together with its implementation, as Learn ("managed Gateway
-/// API") requires: the implementing add-on before or in the same call as `--enable-gateway-api`.
-pub const FIX_ENABLE: &str =
-    "az aks update -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio";
+/// The one `az aks update` that enables the managed Gateway API together with its implementation,
+/// as Learn ("managed Gateway API") requires: the implementing add-on before or in the same call
+/// as `--enable-gateway-api`. A macro so that every text naming it (the hints here, the picker,
+/// the retirement warning) is built from this one literal at compile time.
+#[macro_export]
+macro_rules! gateway_enable_command {
+    () => {
+        "az aks update -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio"
+    };
+}
+pub const FIX_ENABLE: &str = gateway_enable_command!();
 /// The CRDs are missing: the same one call (it is idempotent for an add-on already enabled).
 pub const FIX_CRDS: &str = FIX_ENABLE;
 pub const FIX_CLASS: &str = "az aks approuting gateway istio enable -g RESOURCE_GROUP -n CLUSTER";

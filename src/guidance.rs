@@ -106,10 +106,13 @@ pub const AFD_ENDPOINT_HOST: &str = "<endpoint>.z01.azurefd.net";
 /// The enablement is one call: managed Gateway API needs its implementing add-on enabled before or
 /// with it (Learn, "managed Gateway API": `--enable-gateway-api` together with
 /// `--enable-app-routing-istio`).
-pub const RETIREMENT_WARNING: &str = "ingress-nginx was retired in March 2026 and gets no more \
-     security fixes. Move to the Gateway API on AKS application routing: enable it in one call (`az aks update \
-     -g RESOURCE_GROUP -n CLUSTER --enable-gateway-api --enable-app-routing-istio`), check with `gridos-setup check \
-     --pre --traffic gateway-api`, then re-run install with `--traffic gateway-api` (see the README).";
+pub const RETIREMENT_WARNING: &str = concat!(
+    "ingress-nginx was retired in March 2026 and gets no more security fixes. Move to the Gateway \
+     API on AKS application routing: enable it in one call (`",
+    crate::gateway_enable_command!(),
+    "`), check with `gridos-setup check --pre --traffic gateway-api`, then re-run install with \
+     `--traffic gateway-api` (see the README)."
+);
 
 /// The shell variables the Azure commands read, each with what it stands for: the values only the
 /// user knows. The first Azure step sets them once (`NAME='<meaning>'`), so every later command can be

@@ -151,10 +151,10 @@ pub fn layer_choices() -> Vec<(&'static str, &'static str)> {
                 profile::TrafficLayer::IngressNginx => {
                     "gridos-setup installs the ingress-nginx controller (retired upstream in March 2026)"
                 }
-                profile::TrafficLayer::GatewayApi => {
-                    "Gateway API on AKS application routing (approuting-istio); \
-                     needs first: az aks update --enable-gateway-api --enable-app-routing-istio"
-                }
+                profile::TrafficLayer::GatewayApi => concat!(
+                    "Gateway API on AKS application routing (approuting-istio); needs first: ",
+                    crate::gateway_enable_command!()
+                ),
             };
             (layer.as_str(), what)
         })
@@ -241,10 +241,7 @@ mod tests {
             .into_iter()
             .find(|(l, _)| *l == profile::TrafficLayer::GatewayApi.as_str())
             .unwrap();
-        assert!(
-            line.contains("az aks update --enable-gateway-api --enable-app-routing-istio"),
-            "{line}"
-        );
+        assert!(line.ends_with(crate::gateway::FIX_ENABLE), "{line}");
         assert!(
             crate::gateway::FIX_ENABLE.ends_with("--enable-gateway-api --enable-app-routing-istio")
         );
