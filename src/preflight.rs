@@ -273,7 +273,12 @@ async fn helm_conflicts(client: &Client) -> Check {
         .collect();
     // `helm uninstall` would delete what the adoption keeps (the controller Service and its
     // address, the IngressClass, Flagger's ClusterRole): never offered here.
-    let frees = if found.keys().any(|r| r.name == "ingress-nginx") {
+    let frees = if found.iter().any(|(r, what)| {
+        r.name == "ingress-nginx"
+            || what
+                .iter()
+                .any(|w| w.ends_with("/ingress-nginx-controller"))
+    }) {
         " (it deletes the controller Service, which frees the address the DNS points at)"
     } else {
         ""

@@ -394,6 +394,24 @@ async fn cluster_adopt_real_nginx_keeps_the_service_uid_and_public_address() {
         stderr(&out)
     );
     assert_adopted(&c, &helm, "nginx", &uid, &address).await;
+    // The controller rolled out once: Helm's ReplicaSet and gridos-setup's, no third.
+    let rs = Api::<ReplicaSet>::namespaced(c.clone(), "ingress-nginx")
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let controller: Vec<_> = rs
+        .iter()
+        .filter(|r| {
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.name == "ingress-nginx-controller")
+        })
+        .filter_map(|r| r.metadata.name.clone())
+        .collect();
+    assert_eq!(controller.len(), 2, "one rollout: {controller:?}");
     finish(&c).await;
     eprintln!("real-Helm test (nginx): {:?}", t.elapsed());
 }
@@ -452,6 +470,13 @@ async fn cluster_adopt_real_killed_late_is_never_reported_done() {
         fail.contains("was started and not finished") && fail.contains("release flagger"),
         "{fail}"
     );
+    // The chart's Flagger still runs beside gridos-setup's: two Flaggers on the same Canaries.
+    assert!(
+        fail.contains(
+            "another Flagger runs beside gridos-setup's: Deployment ingress-nginx/flagger"
+        ),
+        "{fail}"
+    );
     let status = gridos_k(&["status"]);
     assert_eq!(status.status.code(), Some(1), "{}", stdout(&status));
     assert!(stdout(&status).contains("Helm: "), "{}", stdout(&status));
@@ -492,7 +517,7 @@ async fn cluster_adopt_real_sigkill_at_seeded_moments_then_rerun_converges() {
     let points: usize = std::env::var("GRIDOS_ADOPT_KILL_POINTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     // The time of a clean adoption, measured once.
     let helm = old_script_state(&c, false, "seeded kills (clean)").await;
     let t0 = Instant::now();
