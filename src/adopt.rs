@@ -9,11 +9,19 @@
 //! Hooks (the admission Jobs and their RBAC) carry the chart's labels and `helm.sh/hook` but not
 //! the annotations, so they are matched by `app.kubernetes.io/instance` in the release's namespace.
 //!
-//! Adoption, in the order a re-run can resume from: objects gridos-setup renders are applied with
-//! ownership taken ([`owned_ids`]), then Helm's labels, annotations and managed-fields entry are
-//! removed from them ([`strip`]); release objects it does not render are deleted only while they
-//! still carry that release's marks and are unchanged since the plan read them; the release
-//! records go last ([`finish`]), so until then a re-run finds the releases again.
+//! A chart's `crds/` are applied by Helm with its field manager but no release marks (Helm
+//! "Custom Resource Definitions" best practices, method 1), so such CRDs are taken over with the
+//! releases ([`chart_crds`]), losing `helm.sh/resource-policy: keep`.
+//!
+//! Adoption, in the order a re-run can resume from: the ApplySet parent records the releases as
+//! started (so a plain `install`, `check` and `status` know, see [`resume_reason`] and
+//! [`remains`]); Helm's fields on the objects taken over are handed to gridos-setup
+//! ([`hand_over`]), so their one apply, with ownership taken ([`owned_ids`]), leaves them as
+//! rendered without Helm's labels, annotations and field manager ([`strip`] catches any left);
+//! release objects it does not render are deleted only while they still carry that release's
+//! marks and are unchanged since the plan read them; the ReplicaSets lose Helm's marks; the
+//! release records go last ([`finish`]), so until then a re-run finds the releases again; then the
+//! parent no longer records the adoption as started.
 
 use std::collections::{BTreeMap, BTreeSet};
 
