@@ -544,7 +544,12 @@ async fn namespaces(
             ));
             continue;
         }
-        if helm_labels_kept(helm_label, name, &mut left) || helm_manages(&ns.metadata) {
+        if helm_label {
+            left.push(format!(
+                "namespace {name} keeps its label name={name} (`helm --create-namespace` set it; NetworkPolicies may select it): Helm's field manager removed, the label left as it is"
+            ));
+        }
+        if helm_manages(&ns.metadata) {
             let s = Stale {
                 api_version: "v1".into(),
                 kind: "Namespace".into(),
@@ -555,15 +560,6 @@ async fn namespaces(
         }
     }
     Ok((taken, left))
-}
-
-fn helm_labels_kept(label: bool, name: &str, left: &mut Vec<String>) -> bool {
-    if label {
-        left.push(format!(
-            "namespace {name} keeps its label name={name} (`helm --create-namespace` set it; NetworkPolicies may select it): Helm's field manager removed, the label left as it is"
-        ));
-    }
-    label
 }
 
 /// Rendered CRDs a chart's `crds/` put there: Helm applies that directory with its field manager
