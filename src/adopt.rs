@@ -9,11 +9,19 @@
 //! Hooks (the admission Jobs and their RBAC) carry the chart's labels and `helm.sh/hook` but not
 //! the annotations, so they are matched by `app.kubernetes.io/instance` in the release's namespace.
 //!
-//! Adoption, in the order a re-run can resume from: objects gridos-setup renders are applied with
-//! ownership taken ([`owned_ids`]), then Helm's labels, annotations and managed-fields entry are
-//! removed from them ([`strip`]); release objects it does not render are deleted only while they
-//! still carry that release's marks and are unchanged since the plan read them; the release
-//! records go last ([`finish`]), so until then a re-run finds the releases again.
+//! A chart's `crds/` are applied by Helm with its field manager but no release marks (Helm
+//! "Custom Resource Definitions" best practices, method 1), so such CRDs are taken over with the
+//! releases ([`chart_crds`]), losing `helm.sh/resource-policy: keep`.
+//!
+//! Adoption, in the order a re-run can resume from: the ApplySet parent records the releases as
+//! started (so a plain `install`, `check` and `status` know, see [`resume_reason`] and
+//! [`remains`]); Helm's fields on the objects taken over are handed to gridos-setup
+//! ([`hand_over`]), so their one apply, with ownership taken ([`owned_ids`]), leaves them as
+//! rendered without Helm's labels, annotations and field manager ([`strip`] catches any left);
+//! release objects it does not render are deleted only while they still carry that release's
+//! marks and are unchanged since the plan read them; the ReplicaSets lose Helm's marks; the
+//! release records go last ([`finish`]), so until then a re-run finds the releases again; then the
+//! parent no longer records the adoption as started.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +49,10 @@ pub const HELM_MANAGER: &str = "helm";
 pub const CHART_LABEL: &str = "helm.sh/chart";
 pub const RECORD_TYPE: &str = "helm.sh/release.v1";
 const HOOK: &str = "helm.sh/hook";
+/// Keeps an object through `helm uninstall` (helm.sh/docs/howto/charts_tips_and_tricks, "Tell Helm
+/// Not To Uninstall a Resource"); the flagger chart sets it on the CRDs in its `crds/`.
+pub const KEEP_POLICY: &str = "helm.sh/resource-policy";
+const CRD_KIND: &str = "CustomResourceDefinition";
 const INSTANCE: &str = "app.kubernetes.io/instance";
 /// The webhook Secret upstream's chart has kube-webhook-certgen create: type Opaque, keys
 /// ca/cert/key. A Secret's type cannot change, so this one is replaced, not taken over.
@@ -84,6 +96,11 @@ impl Release {
     pub fn describe(&self) -> String {
         format!("{} (namespace {})", self.name, self.namespace)
     }
+
+    /// `namespace/name`, as the ApplySet parent records a release.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// An object the plan acts on, with the version it read (deletes are conditional on it).
@@ -112,6 +129,15 @@ pub struct Plan {
     /// Helm's release records: deleted unless kept (`--keep-helm-history`).
     pub records: Vec<Target>,
     pub keep_history: bool,
+    /// Rendered namespaces `helm --create-namespace` made: Helm's field-manager entry removed, its
+    /// `name` label left in place (see [`namespaces`]).
+    #[serde(skip)]
+    pub namespaces: Vec<Target>,
+    /// What the adoption leaves, each with why (see [`leftovers`]).
+    pub leftovers: Vec<String>,
+    /// Why a run without `--adopt-helm` adopts (see [`resume_reason`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Plan {
@@ -125,6 +151,7 @@ impl Plan {
         if self.is_empty() {
             return out;
         }
+        out.extend(self.reason.clone());
         out.push(format!(
             "adopt Helm releases {}",
             self.releases
@@ -134,7 +161,14 @@ impl Plan {
                 .join(", ")
         ));
         for t in &self.take_over {
-            out.push(format!("  {} taken over from Helm", t.id));
+            if t.release.is_none() && t.object.kind == CRD_KIND {
+                out.push(format!(
+                    "  {} taken over from Helm (applied from a chart's crds/, no release's object): Helm's field manager and {KEEP_POLICY}: keep removed",
+                    t.id
+                ));
+            } else {
+                out.push(format!("  {} taken over from Helm", t.id));
+            }
         }
         for t in &self.replace {
             out.push(format!("  {} replaced (its type cannot change)", t.id));
@@ -153,6 +187,9 @@ impl Plan {
             };
             out.push(format!("  Helm release record {} {what}", t.id));
         }
+        for l in &self.leftovers {
+            out.push(format!("  {l}"));
+        }
         out
     }
 }
@@ -164,6 +201,15 @@ pub enum AdoptError {
         releases.iter().map(Release::describe).collect::<Vec<_>>().join(", release ")
     )]
     HelmInstalled { releases: Vec<Release> },
+    #[error(
+        "the Helm release's controller Service {service} has an {old} load balancer and profile {profile} an {new} one: adopting it would move the address from {old} to {new}; nothing was written"
+    )]
+    AddressKind {
+        service: String,
+        profile: String,
+        old: &'static str,
+        new: &'static str,
+    },
     #[error("{context}: {source}")]
     Api {
         context: String,
@@ -174,7 +220,8 @@ pub enum AdoptError {
 impl AdoptError {
     pub fn hint(&self) -> String {
         match self {
-            AdoptError::HelmInstalled { .. } => "re-run with --adopt-helm to take them over (the controller Service and its load-balancer address stay; `gridos-setup plan --adopt-helm` shows every change first), or remove them with `helm uninstall`".into(),
+            AdoptError::HelmInstalled { .. } => "re-run with --adopt-helm to take them over (the controller Service and its load-balancer address stay; `gridos-setup plan --adopt-helm` shows every change first),; not `helm uninstall`, which deletes the controller Service and its address".into(),
+            AdoptError::AddressKind { old, .. } => format!("use a profile whose load balancer is {old} (ingressController.service.internal), or re-run with --allow-address-change to move it (the Service stays; the DNS records must follow the new address)"),
             AdoptError::Api { .. } => "check that the cluster is reachable (`kubectl cluster-info`) and re-run; a re-run resumes".into(),
         }
     }
@@ -270,6 +317,137 @@ pub async fn find_releases(client: &Client) -> Result<BTreeMap<Release, Vec<Targ
     Ok(out)
 }
 
+/// What is left of the Helm installs after gridos-setup installed, for `check` and `status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Remains {
+    /// Releases (`namespace/name`) an adoption started and did not finish.
+    pub started: Vec<String>,
+    /// install-flagger.sh's releases Helm still lists (kept records excepted while nothing of
+    /// theirs runs).
+    pub releases: Vec<Release>,
+    /// Deployments of those releases that still run (`namespace/name`).
+    pub workloads: Vec<String>,
+    /// Flagger Deployments besides gridos-setup's (`namespace/name`): two act on the same Canaries.
+    pub flaggers: Vec<String>,
+}
+
+impl Remains {
+    pub fn is_empty(&self) -> bool {
+        self.started.is_empty()
+            && self.releases.is_empty()
+            && self.workloads.is_empty()
+            && self.flaggers.is_empty()
+    }
+
+    /// One line per kind of problem.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.started.is_empty() {
+            out.push(format!(
+                "an adoption of Helm releases {} was started and not finished",
+                self.started.join(", ")
+            ));
+        }
+        if !self.releases.is_empty() {
+            out.push(format!(
+                "Helm still lists release {}",
+                self.releases
+                    .iter()
+                    .map(Release::describe)
+                    .collect::<Vec<_>>()
+                    .join(", release ")
+            ));
+        }
+        if !self.workloads.is_empty() {
+            out.push(format!(
+                "Helm's Deployments still run: {}",
+                self.workloads.join(", ")
+            ));
+        }
+        if !self.flaggers.is_empty() {
+            out.push(format!(
+                "another Flagger runs beside gridos-setup's: Deployment {} (two Flaggers act on the same Canaries)",
+                self.flaggers.join(", Deployment ")
+            ));
+        }
+        out
+    }
+
+    pub fn hint(&self) -> String {
+        if self.started.is_empty() && self.releases.is_empty() && self.workloads.is_empty() {
+            return "delete the other Flagger (`kubectl delete deployment -n NAMESPACE NAME`) or scale it to 0".into();
+        }
+        "re-run `gridos-setup install --adopt-helm` with the same --profile and --host to finish taking them over; not `helm uninstall`, which deletes objects gridos-setup now owns".into()
+    }
+}
+
+/// Whether a Deployment runs Flagger itself (image `.../fluxcd/flagger`, not the load tester).
+fn runs_flagger(d: &k8s_openapi::api::apps::v1::Deployment) -> bool {
+    let scaled_down = d.spec.as_ref().and_then(|s| s.replicas) == Some(0);
+    let containers = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default();
+    !scaled_down
+        && containers.iter().any(|c| {
+            let image = c.image.as_deref().unwrap_or_default();
+            let repo = image.split(['@', ':']).next().unwrap_or_default();
+            repo.ends_with("/fluxcd/flagger")
+        })
+}
+
+/// Reads what is left of the Helm installs (see [`Remains`]): the release records and every
+/// Deployment, two list requests.
+pub async fn remains(
+    client: &Client,
+    record: &applyset::ApplySetRecord,
+) -> Result<Remains, AdoptError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::all(client.clone());
+    let lp = ListParams::default();
+    let (records, deployments) = tokio::join!(
+        find_releases(client),
+        with_retry("listing Deployments", None, || api.list(&lp))
+    );
+    let deployments = deployments.map_err(api_err("listing Deployments"))?.items;
+    let mut out = Remains {
+        started: record.adopting.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let mut running: BTreeSet<Release> = BTreeSet::new();
+    for d in &deployments {
+        let id = format!(
+            "{}/{}",
+            d.metadata.namespace.clone().unwrap_or_default(),
+            d.metadata.name.clone().unwrap_or_default()
+        );
+        let helm = d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY))
+            .map(String::as_str)
+            == Some(HELM);
+        if let Some(r) =
+            release_of(&d.metadata).filter(|r| helm && KNOWN_RELEASES.contains(&r.name.as_str()))
+        {
+            out.workloads.push(format!("{id} (release {})", r.name));
+            running.insert(r);
+        }
+        if runs_flagger(d) && !applyset::is_member(d.metadata.labels.as_ref()) {
+            out.flaggers.push(id);
+        }
+    }
+    out.releases = records?
+        .into_keys()
+        .filter(|r| KNOWN_RELEASES.contains(&r.name.as_str()))
+        .filter(|r| !record.kept_history.contains(&r.key()) || running.contains(r))
+        .collect();
+    Ok(out)
+}
+
 /// The releases install-flagger.sh made that are in the cluster, each once.
 pub async fn known_releases(client: &Client) -> Result<Vec<Release>, AdoptError> {
     Ok(find_releases(client)
@@ -332,6 +510,101 @@ async fn release_objects(
     Ok(out)
 }
 
+/// The releases' namespaces: those gridos-setup renders and Helm's field manager holds (made by
+/// `helm --create-namespace`, which labels them `name=<namespace>`; Helm's `pkg/action/install.go`),
+/// and what stays of them, with why: that label (NetworkPolicies select namespaces by it, so it is
+/// left; its field-manager entry goes), and the namespaces gridos-setup does not render (`test`).
+async fn namespaces(
+    client: &Client,
+    releases: &[Release],
+    rendered: &[Object],
+) -> Result<(Vec<Target>, Vec<String>), AdoptError> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let names: BTreeSet<&str> = releases.iter().map(|r| r.namespace.as_str()).collect();
+    let (mut taken, mut left) = (Vec::new(), Vec::new());
+    for name in names {
+        let Some(ns) = with_retry("reading a namespace", None, || api.get_metadata_opt(name))
+            .await
+            .map_err(api_err(format!("reading namespace {name}")))?
+        else {
+            continue;
+        };
+        let ours = rendered
+            .iter()
+            .any(|o| o.kind() == "Namespace" && o.name() == name);
+        let helm_label = ns
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("name"))
+            .is_some_and(|v| v == name);
+        if !ours {
+            left.push(format!(
+                "namespace {name} stays (`helm --create-namespace` made it and no release owns it; empty once the releases' objects go): `kubectl delete namespace {name}` if nothing else uses it"
+            ));
+            continue;
+        }
+        if helm_label {
+            left.push(format!(
+                "namespace {name} keeps its label name={name} (`helm --create-namespace` set it; NetworkPolicies may select it): Helm's field manager removed, the label left as it is"
+            ));
+        }
+        if helm_manages(&ns.metadata) {
+            let s = Stale {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: name.into(),
+            };
+            taken.push(target(s, &ns.metadata, None));
+        }
+    }
+    Ok((taken, left))
+}
+
+/// Rendered CRDs a chart's `crds/` put there: Helm applies that directory with its field manager
+/// but no release labels or annotations, and never upgrades or deletes it (helm.sh/docs/chart_best_practices/custom_resource_definitions,
+/// "Method 1"), so they belong to no release; taken over with the releases, release `None`.
+async fn chart_crds(
+    client: &Client,
+    resolver: &Resolver,
+    rendered: &[Object],
+) -> Result<Vec<Target>, AdoptError> {
+    let crds: Vec<&Object> = rendered.iter().filter(|o| o.kind() == CRD_KIND).collect();
+    let Some(first) = crds.first() else {
+        return Ok(Vec::new());
+    };
+    let Some((ar, _)) = resolver.resolve_gvk(first.api_version(), CRD_KIND) else {
+        return Ok(Vec::new());
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let lives = futures::future::join_all(crds.iter().map(|o| {
+        let api = api.clone();
+        async move {
+            let r = with_retry(&o.id(), None, || api.get_metadata_opt(o.name())).await;
+            (*o, r)
+        }
+    }))
+    .await;
+    let mut out = Vec::new();
+    for (o, r) in lives {
+        let live = r.map_err(api_err(format!("reading {}", o.id())))?;
+        if let Some(m) = live.map(|m| m.metadata)
+            && helm_manages(&m)
+            && release_of(&m).is_none()
+        {
+            let s = Stale {
+                api_version: o.api_version().into(),
+                kind: CRD_KIND.into(),
+                namespace: None,
+                name: o.name().into(),
+            };
+            out.push(target(s, &m, None));
+        }
+    }
+    Ok(out)
+}
+
 fn target(s: Stale, meta: &ObjectMeta, release: Option<Release>) -> Target {
     Target {
         id: s.id(),
@@ -373,6 +646,11 @@ pub async fn plan(
             plan.delete.push(target(s, &meta, Some(release)));
         }
     }
+    for t in chart_crds(client, resolver, rendered).await? {
+        if !plan.take_over.iter().any(|o| o.id == t.id) {
+            plan.take_over.push(t);
+        }
+    }
     // The chart's webhook Secret is made by a hook Job and carries no Helm marks at all.
     if let Some(secret) = rendered
         .iter()
@@ -407,6 +685,12 @@ pub async fn plan(
             .extend(records.get(r).cloned().unwrap_or_default());
     }
     plan.releases = releases.into_iter().collect();
+    (plan.namespaces, plan.leftovers) = namespaces(client, &plan.releases, rendered).await?;
+    if plan.take_over.iter().any(|t| t.object.kind == "Deployment") {
+        plan.leftovers.push(
+            "ReplicaSets of the Deployments taken over: Helm's labels and annotations removed (the Deployment controller copied them from Helm's pod template and Deployment); the Deployments roll out once".into(),
+        );
+    }
     Ok(plan)
 }
 
@@ -521,8 +805,10 @@ pub async fn claims(
 }
 
 /// For an install's plan: what other tools claim among the objects it writes for the first time,
-/// and with `adopt` what taking the Helm releases over does. Refused before any write: Helm
-/// releases without `adopt` (each named once), other managers' fields without `force`.
+/// and what taking the Helm releases over does. Refused before any write: Helm releases without
+/// `adopt` (each named once) unless an earlier adoption is to be resumed or repaired (see
+/// [`resume_reason`]), other managers' fields without `force`. Every run asks for the release
+/// records (one metadata list): a run that ends with releases left must not exit 0.
 pub async fn decide(
     install: &crate::plan::Plan,
     adopt: bool,
@@ -530,21 +816,38 @@ pub async fn decide(
     force: bool,
 ) -> Result<Plan, crate::error::Error> {
     let (client, resolver) = (install.client(), &install.resolver);
-    // A re-run writes nothing for the first time: nothing to find, no request.
-    if !adopt && install.after.members.is_subset(&install.before.members) {
+    let before = &install.before;
+    let known = known_releases(client).await?;
+    let first_writes = !install.after.members.is_subset(&before.members);
+    // Nothing written for the first time and no release: nothing to find, no more requests.
+    if !adopt && known.is_empty() && !first_writes {
         return Ok(Plan::default());
     }
-    let found = claims(client, resolver, &install.objects, &install.before.members).await?;
+    let found = if first_writes {
+        claims(client, resolver, &install.objects, &before.members).await?
+    } else {
+        Claims::default()
+    };
     let mut adoption = Plan::default();
-    if adopt || !found.releases.is_empty() {
+    if adopt || !found.releases.is_empty() || !known.is_empty() {
         let extra: Vec<Release> = found.releases.iter().cloned().collect();
-        adoption = plan(client, resolver, &install.objects, &extra, keep_history).await?;
+        let keep = keep_history || known.iter().any(|r| before.kept_history.contains(&r.key()));
+        adoption = plan(client, resolver, &install.objects, &extra, keep).await?;
     }
     if !adoption.is_empty() && !adopt {
-        return Err(AdoptError::HelmInstalled {
-            releases: adoption.releases,
+        if kept_and_done(&adoption, before) {
+            adoption = Plan::default();
+        } else {
+            match resume_reason(&adoption, before) {
+                Some(reason) => adoption.reason = Some(reason),
+                None => {
+                    return Err(AdoptError::HelmInstalled {
+                        releases: adoption.releases,
+                    }
+                    .into());
+                }
+            }
         }
-        .into());
     }
     if let Some(e) = found.refusal(&owned_ids(&adoption))
         && !force
@@ -552,6 +855,103 @@ pub async fn decide(
         return Err(e);
     }
     Ok(adoption)
+}
+
+/// Whether the releases left are only records an adoption kept on purpose (`--keep-helm-history`)
+/// and nothing of theirs carries Helm's marks any more.
+fn kept_and_done(adoption: &Plan, before: &applyset::ApplySetRecord) -> bool {
+    adoption.take_over.is_empty()
+        && adoption.delete.is_empty()
+        && adoption.replace.is_empty()
+        && adoption
+            .releases
+            .iter()
+            .all(|r| before.kept_history.contains(&r.key()))
+}
+
+/// Why a plain `install` takes the releases over without `--adopt-helm`: the parent records an
+/// adoption that was started and not finished (resumed), or Helm took back objects gridos-setup
+/// owns (`helm upgrade --install --take-ownership` after the adoption; repaired). `None`: the
+/// releases were never adopted, which needs the user's word.
+pub fn resume_reason(adoption: &Plan, before: &applyset::ApplySetRecord) -> Option<String> {
+    let names = || {
+        adoption
+            .releases
+            .iter()
+            .map(Release::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !before.adopting.is_empty() {
+        return Some(format!(
+            "resuming the adoption of Helm releases {} that an earlier `install --adopt-helm` started and did not finish",
+            names()
+        ));
+    }
+    let taken_back: Vec<&str> = adoption
+        .take_over
+        .iter()
+        .filter(|t| before.members.contains(&stale_id(&t.object)))
+        .map(|t| t.id.as_str())
+        .collect();
+    if taken_back.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "Helm took back {} objects gridos-setup owns ({}{}): `helm upgrade --install` ran after the adoption; taking them over again and removing Helm's release records ({}) and marks",
+        taken_back.len(),
+        taken_back
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if taken_back.len() > 3 { ", ..." } else { "" },
+        names()
+    ))
+}
+
+/// Refuses an adoption that would turn the controller Service's load balancer from internal to
+/// public or back (the Service stays, but Azure gives it another kind of address).
+pub fn same_address_kind(plan: &crate::plan::Plan) -> Result<(), AdoptError> {
+    let kind = |internal: bool| if internal { "internal" } else { "public" };
+    let Some(svc) = plan.previous_service.as_ref().filter(|s| {
+        !applyset::is_member(s.metadata.labels.as_ref())
+            && plan.adoption.take_over.iter().any(|t| {
+                t.object.kind == "Service" && Some(&t.object.name) == s.metadata.name.as_ref()
+            })
+    }) else {
+        return Ok(());
+    };
+    let old = crate::plan::service_is_internal(svc);
+    if old == plan.internal() {
+        return Ok(());
+    }
+    Err(AdoptError::AddressKind {
+        service: format!(
+            "{}/{}",
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default()
+        ),
+        profile: plan.values.name.clone(),
+        old: kind(old),
+        new: kind(plan.internal()),
+    })
+}
+
+/// What the parent records of the adoption: the releases it starts (written with the run's first
+/// write, cleared by the run that finishes; see `execute`), and those whose records it keeps.
+pub fn record(plan: &mut crate::plan::Plan) {
+    let releases: BTreeSet<String> = plan.adoption.releases.iter().map(Release::key).collect();
+    plan.after.kept_history = plan.before.kept_history.clone();
+    if plan.adopting {
+        plan.after.adopting = releases.clone();
+    }
+    if plan.adoption.keep_history {
+        plan.after.kept_history.extend(releases);
+    } else {
+        plan.after.kept_history.retain(|r| !releases.contains(r));
+    }
 }
 
 /// Member ids (see [`applyset::member_id`]) the apply may take ownership of on conflict: the
@@ -694,32 +1094,13 @@ fn strip_patch(meta: &ObjectMeta) -> serde_json::Value {
         label_patch.insert(CHART_LABEL.into(), serde_json::Value::Null);
     }
     let mut ann_patch = serde_json::Map::new();
-    for k in [RELEASE_NAME, RELEASE_NAMESPACE] {
+    for k in [RELEASE_NAME, RELEASE_NAMESPACE, KEEP_POLICY] {
         if meta.annotations.as_ref().is_some_and(|a| a.contains_key(k)) {
             ann_patch.insert(k.into(), serde_json::Value::Null);
         }
     }
     let entries = meta.managed_fields.clone().unwrap_or_default();
-    let is_helm = |m: &ManagedFieldsEntry| m.manager.as_deref() == Some(HELM_MANAGER);
-    let mut managed: Vec<ManagedFieldsEntry> =
-        entries.iter().filter(|m| !is_helm(m)).cloned().collect();
-    let ours = managed.iter_mut().find(|m| {
-        m.manager.as_deref() == Some(applyset::FIELD_MANAGER)
-            && m.operation.as_deref() == Some("Apply")
-    });
-    if let Some(ours) = ours {
-        for h in entries.iter().filter(|m| is_helm(m)) {
-            // Fields are recorded per API version; another version's paths may not mean the same.
-            if h.api_version != ours.api_version || h.subresource.is_some() {
-                continue;
-            }
-            if let (Some(FieldsV1(mine)), Some(FieldsV1(theirs))) =
-                (&mut ours.fields_v1, &h.fields_v1)
-            {
-                merge_fields(mine, theirs);
-            }
-        }
-    }
+    let managed = helm_fields_to_ours(&entries, false);
     let mut patch = serde_json::json!({
         "metadata": {
             "resourceVersion": meta.resource_version,
@@ -734,6 +1115,108 @@ fn strip_patch(meta: &ObjectMeta) -> serde_json::Value {
     patch
 }
 
+/// The managed-fields list with Helm's entries gone: their fields added to gridos-setup's apply
+/// entry, or (without one yet) Helm's entry turned into it, so that gridos-setup's next apply owns
+/// every field Helm set and removes those it does not render. `drop`: Helm's entries are only
+/// removed, their fields left to nobody (kept as they are by every later apply).
+fn helm_fields_to_ours(entries: &[ManagedFieldsEntry], drop: bool) -> Vec<ManagedFieldsEntry> {
+    let is_helm = |m: &ManagedFieldsEntry| m.manager.as_deref() == Some(HELM_MANAGER);
+    let mut managed: Vec<ManagedFieldsEntry> =
+        entries.iter().filter(|m| !is_helm(m)).cloned().collect();
+    if drop {
+        return managed;
+    }
+    let is_ours = |m: &ManagedFieldsEntry| {
+        m.manager.as_deref() == Some(applyset::FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.is_none()
+    };
+    if !managed.iter().any(is_ours)
+        && let Some(first) = entries
+            .iter()
+            .find(|m| is_helm(m) && m.subresource.is_none())
+    {
+        managed.push(ManagedFieldsEntry {
+            manager: Some(applyset::FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({}))),
+            ..first.clone()
+        });
+    }
+    if let Some(ours) = managed.iter_mut().find(|m| is_ours(m)) {
+        for h in entries.iter().filter(|m| is_helm(m)) {
+            // Fields are recorded per API version; another version's paths may not mean the same.
+            if h.api_version != ours.api_version || h.subresource.is_some() {
+                continue;
+            }
+            if let (Some(FieldsV1(mine)), Some(FieldsV1(theirs))) =
+                (&mut ours.fields_v1, &h.fields_v1)
+            {
+                merge_fields(mine, theirs);
+            }
+        }
+    }
+    managed
+}
+
+/// Before the first apply of an adoption: Helm's fields on each object taken over become
+/// gridos-setup's (see [`helm_fields_to_ours`]), one metadata-only patch each, conditional on the
+/// version read. The apply that follows then leaves each object exactly as rendered, Helm's
+/// labels, annotations and extra fields gone, in one write: a Deployment rolls out once, and the
+/// ReplicaSet it makes carries none of Helm's marks. Objects without Helm's entry cost nothing.
+pub async fn hand_over(
+    client: &Client,
+    resolver: &Resolver,
+    plan: &Plan,
+    dry_run: bool,
+) -> Result<(), AdoptError> {
+    if dry_run {
+        return Ok(());
+    }
+    let drop_only: BTreeSet<&str> = plan.namespaces.iter().map(|t| t.id.as_str()).collect();
+    for t in plan.take_over.iter().chain(&plan.namespaces) {
+        let drop = drop_only.contains(t.id.as_str());
+        let Some(api) = api_for(client, resolver, &t.object) else {
+            continue;
+        };
+        for attempt in 0..STRIP_ATTEMPTS {
+            let Some(live) = with_retry(&t.id, None, || api.get_metadata_opt(&t.object.name))
+                .await
+                .map_err(api_err(format!("reading {}", t.id)))?
+            else {
+                break;
+            };
+            let meta = live.metadata;
+            if !helm_manages(&meta) {
+                break;
+            }
+            let entries = meta.managed_fields.clone().unwrap_or_default();
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": meta.resource_version,
+                "managedFields": helm_fields_to_ours(&entries, drop),
+            }});
+            match api
+                .patch(
+                    &t.object.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt + 1 < STRIP_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        50 * u64::from(attempt + 1),
+                    ))
+                    .await;
+                }
+                Err(e) => return Err(api_err(format!("handing {} over from Helm", t.id))(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Adds `theirs` to `mine`: a field set (FieldsV1) is a tree of objects, so the union is a merge.
 fn merge_fields(mine: &mut serde_json::Value, theirs: &serde_json::Value) {
     if let (Some(m), Some(t)) = (mine.as_object_mut(), theirs.as_object()) {
@@ -746,6 +1229,55 @@ fn merge_fields(mine: &mut serde_json::Value, theirs: &serde_json::Value) {
             }
         }
     }
+}
+
+/// Removes Helm's marks from the ReplicaSets of the releases' Deployments: their labels come from
+/// Helm's pod template and their annotations from Helm's Deployment (the Deployment controller
+/// copies both; kubernetes `pkg/controller/deployment/util`), and nothing removes them later. The
+/// ReplicaSets of deleted Deployments go with them (garbage collection); stripping them is harmless.
+/// Listed per release namespace by their annotations: not every chart's pod template carries
+/// Helm's label (flagger's and the load tester's do not).
+async fn strip_replicasets(client: &Client, releases: &[Release]) -> Result<(), AdoptError> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let namespaces: BTreeSet<&str> = releases.iter().map(|r| r.namespace.as_str()).collect();
+    let mut items = Vec::new();
+    for ns in namespaces {
+        let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+        let lp = ListParams::default();
+        let list = with_retry("listing ReplicaSets", None, || api.list_metadata(&lp))
+            .await
+            .map_err(api_err(format!("listing ReplicaSets in {ns}")))?;
+        items.extend(list.items);
+    }
+    for rs in items {
+        let meta = rs.metadata;
+        if !release_of(&meta).is_some_and(|r| releases.contains(&r)) {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+            continue;
+        };
+        let api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let mut patch = strip_patch(&meta);
+        // Only labels and annotations: no precondition, the controller keeps writing its status.
+        if let Some(m) = patch["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(api_err(format!(
+                    "removing Helm's marks from ReplicaSet {ns}/{name}"
+                ))(e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After everything is applied and ready: deletes the release objects gridos-setup does not
@@ -767,6 +1299,9 @@ pub async fn finish(
         if r? {
             deleted.push(t.id.clone());
         }
+    }
+    if !dry_run {
+        strip_replicasets(client, &plan.releases).await?;
     }
     if !plan.keep_history {
         for t in &plan.records {

@@ -33,6 +33,8 @@ const MEMBERS_KEY: &str = "members";
 const CREATED_NAMESPACES_KEY: &str = "created-namespaces";
 const INGRESS_INTERNAL_KEY: &str = "ingress-internal";
 const SETTLED_KEY: &str = "settled-crds";
+const ADOPTING_KEY: &str = "helm-adoption-started";
+const KEPT_HISTORY_KEY: &str = "helm-history-kept";
 
 /// The ApplySet id of the parent, as KEP-3659 derives it from name, namespace, kind and group.
 pub fn applyset_id() -> String {
@@ -101,6 +103,12 @@ pub struct ApplySetRecord {
     pub exists: bool,
     /// CRDs by name, as the last finished run left them (see [`Settled`]).
     pub settled: BTreeMap<String, Settled>,
+    /// Helm releases (`namespace/name`) an adoption started taking over and has not finished:
+    /// written before its first write, cleared by the run that finishes it, so every later
+    /// command knows the releases' leftovers are a half-done adoption.
+    pub adopting: BTreeSet<String>,
+    /// Helm releases (`namespace/name`) whose records an adoption kept (`--keep-helm-history`).
+    pub kept_history: BTreeSet<String>,
 }
 
 /// A CRD as a finished run left it: Established, written by nobody but gridos-setup's apply and
@@ -166,6 +174,8 @@ impl ApplySetRecord {
             revision: None,
             exists: true,
             settled: BTreeMap::new(),
+            adopting: BTreeSet::new(),
+            kept_history: BTreeSet::new(),
         }
     }
 
@@ -191,6 +201,8 @@ impl ApplySetRecord {
             && self.created_namespaces == other.created_namespaces
             && self.ingress_internal == other.ingress_internal
             && self.settled == other.settled
+            && self.adopting == other.adopting
+            && self.kept_history == other.kept_history
     }
 }
 
@@ -271,6 +283,8 @@ pub fn union(a: &ApplySetRecord, b: &ApplySetRecord) -> ApplySetRecord {
         revision: None,
         exists: true,
         settled: a.settled.clone(),
+        adopting: a.adopting.union(&b.adopting).cloned().collect(),
+        kept_history: a.kept_history.union(&b.kept_history).cloned().collect(),
     }
 }
 
@@ -325,6 +339,8 @@ pub async fn read(
             .get(SETTLED_KEY)
             .map(|v| parse_settled(v))
             .unwrap_or_default(),
+        adopting: lines(ADOPTING_KEY),
+        kept_history: lines(KEPT_HISTORY_KEY),
         revision,
         exists: true,
     })
@@ -361,6 +377,14 @@ fn parent_body(want: &ApplySetRecord) -> serde_json::Value {
             .map(|(name, s)| format!("{name} {} {}", s.resource_version, s.digest))
             .collect();
         parent["data"][SETTLED_KEY] = lines.join("\n").into();
+    }
+    for (key, set) in [
+        (ADOPTING_KEY, &want.adopting),
+        (KEPT_HISTORY_KEY, &want.kept_history),
+    ] {
+        if !set.is_empty() {
+            parent["data"][key] = join(set, "\n").into();
+        }
     }
     parent
 }

@@ -94,6 +94,10 @@ pub struct ApplyArgs {
     /// With --adopt-helm: keep Helm's release records (`helm list` keeps showing the releases).
     #[arg(long, requires = "adopt_helm")]
     pub keep_helm_history: bool,
+    /// Adopt a controller Service whose load balancer is internal under a public profile (or the
+    /// reverse): the Service stays, Azure moves it to the other kind of address.
+    #[arg(long)]
+    pub allow_address_change: bool,
     /// Output: text for people, json (one event per line, then a summary object) for pipelines.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: Output,
@@ -372,6 +376,7 @@ fn install_request(args: &Args, apply: &ApplyArgs, dry_run: bool, no_wait: bool)
         lock_wait: None,
         adopt_helm: apply.adopt_helm,
         keep_helm_history: apply.keep_helm_history,
+        allow_address_change: apply.allow_address_change,
     }
 }
 

@@ -154,6 +154,7 @@ impl Execution<'_, '_, '_> {
         self.ledger.widen(&self.after).await.map_err(parent_error)?;
         // Adoption: what must be created anew (the chart's certgen webhook Secret) goes first.
         crate::adopt::before_apply(&self.ctx.client, &p.resolver, &p.adoption, false).await?;
+        crate::adopt::hand_over(&self.ctx.client, &p.resolver, &p.adoption, false).await?;
         // A re-run applies every object at once: four round trips fewer than wave by wave.
         if self.plan.is_rerun() {
             let t = Instant::now();
@@ -531,6 +532,8 @@ impl Execution<'_, '_, '_> {
                     .notice(format!("{id} deleted (Helm release object)"));
             }
         }
+        // The adoption is finished: later commands no longer see it as started.
+        self.after.adopting.clear();
         self.ctx.interrupt.check()?;
         self.after.settled = std::mem::take(&mut self.settled);
         self.ledger

@@ -35,6 +35,8 @@ pub struct InstallRequest {
     pub adopt_helm: bool,
     /// Keep Helm's release records when adopting (`--keep-helm-history`).
     pub keep_helm_history: bool,
+    /// Adopt a controller Service of the other load-balancer kind (`--allow-address-change`).
+    pub allow_address_change: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -171,7 +173,11 @@ pub async fn plan_locked(
             req.force_conflicts,
         )
         .await?;
-        plan.adopting = req.adopt_helm && !req.dry_run;
+        if !req.allow_address_change {
+            crate::adopt::same_address_kind(&plan)?;
+        }
+        plan.adopting = (req.adopt_helm || !plan.adoption.is_empty()) && !req.dry_run;
+        crate::adopt::record(&mut plan);
         plan.started = started;
         Ok::<_, Error>(plan)
     }

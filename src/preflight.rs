@@ -271,18 +271,37 @@ async fn helm_conflicts(client: &Client) -> Check {
         .iter()
         .map(|(r, what)| format!("release {} ({})", r.describe(), what.join(", ")))
         .collect();
-    let uninstall: Vec<String> = found
-        .keys()
-        .map(|r| format!("helm uninstall {} -n {}", r.name, r.namespace))
-        .collect();
+    // `helm uninstall` would delete what the adoption keeps (the controller Service and its
+    // address, the IngressClass, Flagger's ClusterRole): never offered here.
+    let frees = if found.iter().any(|(r, what)| {
+        r.name == "ingress-nginx"
+            || what
+                .iter()
+                .any(|w| w.ends_with("/ingress-nginx-controller"))
+    }) {
+        " (it deletes the controller Service, which frees the address the DNS points at)"
+    } else {
+        ""
+    };
     fail(
         NAME,
         format!("already installed by Helm: {}", lines.join("; ")),
         format!(
-            "`gridos-setup install --adopt-helm` takes them over and keeps the controller Service and its load-balancer address (`gridos-setup plan --adopt-helm` shows every change first); or remove them (`{}`), which frees the address",
-            uninstall.join("`, `")
+            "`gridos-setup install --adopt-helm` takes them over and keeps the controller Service and its load-balancer address (`gridos-setup plan --adopt-helm` shows every change first); do not `helm uninstall` them first{frees}"
         ),
     )
+}
+
+/// After install: nothing of the Helm installs left (see [`adopt::Remains`]).
+fn helm_remains(remains: &adopt::Remains) -> Check {
+    const NAME: &str = "Helm installs";
+    if remains.is_empty() {
+        return pass(
+            NAME,
+            "no Helm release, Helm-run Deployment or other Flagger left",
+        );
+    }
+    fail(NAME, remains.problems().join("; "), remains.hint())
 }
 
 async fn app_routing(client: &Client) -> Check {
@@ -386,6 +405,15 @@ async fn ingress_class(client: &Client, objects: &[Object]) -> Option<Check> {
             let controller = ic.spec.and_then(|s| s.controller).unwrap_or_default();
             if ours {
                 pass(NAME, format!("{name} is gridos-setup's"))
+            } else if let Some(r) = adopt::release_of(&ic.metadata) {
+                fail(
+                    NAME,
+                    format!(
+                        "IngressClass {name} belongs to Helm release {} (controller {controller})",
+                        r.describe()
+                    ),
+                    "`gridos-setup install --adopt-helm` takes it over with the release",
+                )
             } else {
                 fail(
                     NAME,
@@ -614,6 +642,7 @@ async fn post(cluster: &Cluster, report: &mut Report) -> Result<(), Error> {
     crds(client, &members, report).await;
     report.checks.push(network_policy_engine(client).await);
     let status = crate::status::status_of(cluster, &record).await?;
+    report.checks.push(helm_remains(&status.helm));
     for c in &status.components {
         report.checks.push(deployment(c));
     }

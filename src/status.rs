@@ -52,6 +52,10 @@ pub struct StatusReport {
     /// With the Gateway API layer: the Gateway, whose address `address` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayStatus>,
+    /// What is left of install-flagger.sh's Helm installs (a half-done adoption, releases, their
+    /// Deployments, another Flagger): anything here makes the status unhealthy.
+    #[serde(skip_serializing_if = "crate::adopt::Remains::is_empty")]
+    pub helm: crate::adopt::Remains,
     /// The LoadBalancer Service the address was read from, kept so `check` can judge it without
     /// reading it again.
     #[serde(skip)]
@@ -70,6 +74,7 @@ impl StatusReport {
             && self.components.iter().all(|c| c.rolled_out)
             && self.address.is_some()
             && self.gateway.as_ref().is_none_or(|g| g.programmed)
+            && self.helm.is_empty()
     }
 
     pub fn to_text(&self) -> String {
@@ -122,6 +127,12 @@ impl StatusReport {
         if self.canaries.is_empty() {
             out.push_str("(no Canary)\n");
         }
+        for p in self.helm.problems() {
+            out.push_str(&format!("\nHelm: {p}\n"));
+        }
+        if !self.helm.is_empty() {
+            out.push_str(&format!("  {}\n", self.helm.hint()));
+        }
         out
     }
 }
@@ -147,6 +158,7 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
         internal: false,
         canaries: Vec::new(),
         gateway: None,
+        helm: crate::adopt::Remains::default(),
         load_balancer: None,
     };
     for m in record.parsed_members() {
@@ -167,6 +179,9 @@ pub async fn status_of(cluster: &Cluster, record: &ApplySetRecord) -> Result<Sta
         }
     }
     report.canaries = canaries(client).await?;
+    if record.exists {
+        report.helm = crate::adopt::remains(client, record).await?;
+    }
     Ok(report)
 }
 

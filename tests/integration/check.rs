@@ -105,7 +105,7 @@ async fn cluster_check_pre_fails_on_a_helm_managed_ingress_nginx() {
     );
     assert!(
         text.contains("hint: `gridos-setup install --adopt-helm` takes them over")
-            && text.contains(&format!("(`helm uninstall edge -n {ns}`)")),
+            && text.contains("do not `helm uninstall` them first (it deletes the controller Service, which frees the address"),
         "{text}"
     );
     // Only that check fails.

@@ -180,6 +180,7 @@ pub async fn assert_matches_clean_install(c: &Client) {
         lock_wait: None,
         adopt_helm: false,
         keep_helm_history: false,
+        allow_address_change: false,
     };
     let p = gridos_setup::install::plan(&req)
         .await

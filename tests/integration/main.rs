@@ -20,7 +20,7 @@ mod gateway_rig;
 mod grafana;
 mod guidance;
 mod guidance_gateway;
-mod helm_state;
+mod helm_real;
 mod install;
 mod interrupt;
 mod lock;
