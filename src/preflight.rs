@@ -199,7 +199,6 @@ fn service_monitor(choice: &ServiceMonitorChoice) -> Check {
 /// The Helm releases install-flagger.sh made (or any release running ingress-nginx, Flagger or
 /// the load tester), each named once, from the release records and the Deployments Helm marks.
 async fn helm_conflicts(client: &Client) -> Check {
-    const NAME: &str = "Helm installs";
     let api: Api<Deployment> = Api::all(client.clone());
     let lp = ListParams::default().labels(&format!("{}={}", adopt::MANAGED_BY, adopt::HELM));
     let (deployments, records) = tokio::join!(api.list(&lp), adopt::find_releases(client));
@@ -207,38 +206,42 @@ async fn helm_conflicts(client: &Client) -> Check {
         Ok(l) => l.items,
         Err(e) => {
             return fail(
-                NAME,
+                HELM_INSTALLS,
                 format!("cannot list Deployments to look for Helm releases: {e}"),
                 bind_hint(),
             );
         }
     };
-    let records = match records {
-        Ok(r) => r,
-        Err(e) => return fail(NAME, e.to_string(), bind_hint()),
-    };
-    // release -> the Deployments it runs
+    match records {
+        Ok(records) => judge_helm(&helm_workloads(&deployments), records.keys()),
+        Err(e) => fail(HELM_INSTALLS, e.to_string(), bind_hint()),
+    }
+}
+
+const HELM_INSTALLS: &str = "Helm installs";
+
+/// Release -> the Deployments it runs, for the releases that run ingress-nginx, Flagger or the
+/// load tester (by the charts' `app.kubernetes.io/name`) or carry the old script's names.
+fn helm_workloads(deployments: &[Deployment]) -> BTreeMap<adopt::Release, Vec<String>> {
+    const APPS: [&str; 4] = [
+        "ingress-nginx",
+        "flagger",
+        "loadtester",
+        "flagger-loadtester",
+    ];
     let mut found: BTreeMap<adopt::Release, Vec<String>> = BTreeMap::new();
-    for d in &deployments {
+    for d in deployments {
         let app = d
             .metadata
             .labels
             .as_ref()
             .and_then(|l| l.get("app.kubernetes.io/name"))
-            .cloned()
+            .map(String::as_str)
             .unwrap_or_default();
         let Some(release) = adopt::release_of(&d.metadata) else {
             continue;
         };
-        if ![
-            "ingress-nginx",
-            "flagger",
-            "loadtester",
-            "flagger-loadtester",
-        ]
-        .contains(&app.as_str())
-            && !adopt::KNOWN_RELEASES.contains(&release.name.as_str())
-        {
+        if !APPS.contains(&app) && !adopt::KNOWN_RELEASES.contains(&release.name.as_str()) {
             continue;
         }
         found.entry(release).or_default().push(format!(
@@ -247,22 +250,32 @@ async fn helm_conflicts(client: &Client) -> Check {
             d.metadata.name.clone().unwrap_or_default()
         ));
     }
-    let kept: Vec<&adopt::Release> = records
-        .keys()
+    found
+}
+
+/// Judges the Helm workloads found and the release records: records alone (kept on purpose) warn,
+/// workloads fail with the adoption offered. `helm uninstall` would delete what the adoption keeps
+/// (the controller Service and its address, the IngressClass, Flagger's ClusterRole): never offered.
+fn judge_helm<'a>(
+    found: &BTreeMap<adopt::Release, Vec<String>>,
+    records: impl Iterator<Item = &'a adopt::Release>,
+) -> Check {
+    let kept: Vec<String> = records
         .filter(|r| adopt::KNOWN_RELEASES.contains(&r.name.as_str()) && !found.contains_key(*r))
+        .map(|r| r.describe())
         .collect();
     if found.is_empty() {
         if kept.is_empty() {
             return pass(
-                NAME,
+                HELM_INSTALLS,
                 "no ingress-nginx, Flagger or load tester installed by Helm",
             );
         }
         return warn(
-            NAME,
+            HELM_INSTALLS,
             format!(
                 "Helm release records without Helm-managed workloads (kept by --keep-helm-history?): {}",
-                kept.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")
+                kept.join(", ")
             ),
             Some("`helm list` still shows them; `helm uninstall` would delete what gridos-setup now owns, so delete the records instead (`kubectl delete secret -n NAMESPACE -l owner=helm,name=RELEASE`)".into()),
         );
@@ -271,20 +284,19 @@ async fn helm_conflicts(client: &Client) -> Check {
         .iter()
         .map(|(r, what)| format!("release {} ({})", r.describe(), what.join(", ")))
         .collect();
-    // `helm uninstall` would delete what the adoption keeps (the controller Service and its
-    // address, the IngressClass, Flagger's ClusterRole): never offered here.
-    let frees = if found.iter().any(|(r, what)| {
+    let runs_controller = found.iter().any(|(r, what)| {
         r.name == "ingress-nginx"
             || what
                 .iter()
                 .any(|w| w.ends_with("/ingress-nginx-controller"))
-    }) {
+    });
+    let frees = if runs_controller {
         " (it deletes the controller Service, which frees the address the DNS points at)"
     } else {
         ""
     };
     fail(
-        NAME,
+        HELM_INSTALLS,
         format!("already installed by Helm: {}", lines.join("; ")),
         format!(
             "`gridos-setup install --adopt-helm` takes them over and keeps the controller Service and its load-balancer address (`gridos-setup plan --adopt-helm` shows every change first); do not `helm uninstall` them first{frees}"
@@ -294,14 +306,13 @@ async fn helm_conflicts(client: &Client) -> Check {
 
 /// After install: nothing of the Helm installs left (see [`adopt::Remains`]).
 fn helm_remains(remains: &adopt::Remains) -> Check {
-    const NAME: &str = "Helm installs";
     if remains.is_empty() {
         return pass(
-            NAME,
+            HELM_INSTALLS,
             "no Helm release, Helm-run Deployment or other Flagger left",
         );
     }
-    fail(NAME, remains.problems().join("; "), remains.hint())
+    fail(HELM_INSTALLS, remains.problems().join("; "), remains.hint())
 }
 
 async fn app_routing(client: &Client) -> Check {
@@ -913,6 +924,56 @@ fn canary(m: &Stale, status: &crate::status::StatusReport) -> Check {
 mod tests {
     use super::*;
     use crate::report::Mark;
+
+    fn release(name: &str, namespace: &str) -> adopt::Release {
+        adopt::Release {
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+
+    /// No hint ever offers a `helm uninstall` that would delete what adoption keeps, and "frees
+    /// the address" is said only while a release runs the ingress-nginx controller.
+    #[test]
+    fn helm_hints_offer_adoption_and_say_frees_the_address_only_for_the_controller() {
+        let mut found = BTreeMap::new();
+        found.insert(
+            release("flagger-loadtester", "test"),
+            vec!["Deployment test/flagger-loadtester".to_string()],
+        );
+        let c = judge_helm(&found, std::iter::empty());
+        assert_eq!(c.result, Mark::Fail);
+        let hint = c.hint.clone().unwrap();
+        assert!(
+            hint.contains("--adopt-helm") && !hint.contains("frees"),
+            "{hint}"
+        );
+        assert!(hint.contains("do not `helm uninstall`"), "{hint}");
+        found.insert(
+            release("ingress-nginx", "ingress-nginx"),
+            vec!["Deployment ingress-nginx/ingress-nginx-controller".to_string()],
+        );
+        let c = judge_helm(&found, std::iter::empty());
+        assert!(c.hint.unwrap().contains("frees the address"));
+        assert_eq!(c.detail.matches("release ingress-nginx ").count(), 1);
+    }
+
+    #[test]
+    fn kept_release_records_alone_warn_and_nothing_passes() {
+        let none = BTreeMap::new();
+        assert_eq!(judge_helm(&none, std::iter::empty()).result, Mark::Pass);
+        let kept = [release("flagger", "ingress-nginx"), release("other", "x")];
+        let c = judge_helm(&none, kept.iter());
+        assert_eq!(c.result, Mark::Warn, "{c:?}");
+        assert!(
+            c.detail.contains("flagger (namespace ingress-nginx)"),
+            "{c:?}"
+        );
+        assert!(
+            !c.detail.contains("other"),
+            "only the old script's releases: {c:?}"
+        );
+    }
 
     #[test]
     fn a_network_policy_engine_is_found_by_its_daemonset_and_its_absence_warns() {
