@@ -872,7 +872,11 @@ pub fn template_changed_at(target: &DynamicObject) -> Option<Timestamp> {
         .max()
 }
 
-async fn target_changed_at(client: &Client, ns: &str, canary: &DynamicObject) -> Option<Timestamp> {
+async fn read_target_change(
+    client: &Client,
+    ns: &str,
+    canary: &DynamicObject,
+) -> Option<Timestamp> {
     let target = canary.data.pointer("/spec/targetRef/name")?.as_str()?;
     let kind = canary
         .data
@@ -1106,7 +1110,7 @@ pub async fn wait(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &req.namespace, &resource());
     let first = first_read(&api, req).await?;
     let uid = first.uid().unwrap_or_default();
-    let target_changed_at = target_changed_at(client, &req.namespace, &first).await;
+    let mut target_changed_at = read_target_change(client, &req.namespace, &first).await;
 
     // Only what the watcher delivers is reported: its first object comes from the list the watch
     // then continues from, so once the first line is out no later change can be missed.
@@ -1145,7 +1149,13 @@ pub async fn wait(
             Some(Outcome::AwaitingApproval) => {
                 gate_until.get_or_insert_with(|| Instant::now() + gate_hold(&last));
             }
-            Some(outcome) => break outcome,
+            // The target may have changed since the wait began: read it again before a verdict.
+            Some(outcome) => match read_target_change(client, &req.namespace, &last).await {
+                Some(t) if !about_current_revision(Snapshot::of(&last).decided_at, Some(t)) => {
+                    target_changed_at = Some(t);
+                }
+                _ => break outcome,
+            },
             None => gate_until = None,
         }
     };
