@@ -1265,3 +1265,21 @@ async fn cluster_gate_a_closed_confirm_promotion_gate_exits_5_naming_it() {
     assert_eq!(summary["result"], "succeeded", "{summary}");
     reset(&run.c).await;
 }
+
+#[tokio::test]
+async fn cluster_gate_a_failure_from_one_step_on_rolls_back_there() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=10s", "canary.threshold=2"],
+    )
+    .await;
+    // Healthy at 10 and 25 %, failing from 50 % on (the data-plane stand-in's `-atW`).
+    let (summary, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-err100-at50").await;
+    assert_eq!(
+        summary["weights_seen"],
+        json!([10, 25, 50]),
+        "{summary}\n{err}"
+    );
+    reset(&run.c).await;
+}

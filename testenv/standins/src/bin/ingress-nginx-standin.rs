@@ -1096,7 +1096,8 @@ async fn serve(
                     if read_head(&mut conn).await.is_none() {
                         return;
                     }
-                    let b = behaviour_of_service(&stores, &namespace, &service);
+                    // reached directly (e.g. the acceptance test), not as the weighted canary
+                    let b = behaviour_at(behaviour_of_service(&stores, &namespace, &service), 0.0);
                     let fail = match state.lock() {
                         Ok(mut st) => {
                             take_whole(
