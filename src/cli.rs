@@ -251,7 +251,7 @@ pub enum ProfilesAction {
 
 #[derive(Subcommand, Debug)]
 pub enum CanaryAction {
-    /// Watch a Canary until Flagger promotes it (exit 0) or rolls it back (exit 1); exit 3 at the deadline.
+    /// Watch a Canary until Flagger promotes it (exit 0) or rolls it back (exit 1); exit 5 when a manual gate holds it, 3 at the deadline.
     #[command(
         after_help = "Examples:\n  kubectl -n gridos set image deployment/gridos gridos=myacr.azurecr.io/gridos-api:1.4.2\n  gridos-setup canary wait --timeout 30m"
     )]
@@ -265,7 +265,7 @@ pub enum CanaryAction {
         /// How long to wait for the verdict, e.g. 90s, 10m, 1h (1s to 24h).
         #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
         timeout: Duration,
-        /// Exit 0 when no rollout is in progress (Initializing or Initialized) instead of waiting for one.
+        /// Exit 0 when no rollout is in progress (Initializing or Initialized, written after the target's last change) instead of waiting for one.
         #[arg(long)]
         allow_idle: bool,
         /// Output: text for people, json (one event per change, then a summary object) for pipelines.

@@ -9,6 +9,9 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const TIMEOUT: i32 = 3;
     pub const CHANGES: i32 = 4;
+    /// `canary wait`: Flagger holds the rollout at a manual gate (confirm-rollout or
+    /// confirm-promotion) until someone approves or rejects it.
+    pub const APPROVAL: i32 = 5;
     pub const INTERRUPTED: i32 = 130;
 }
 

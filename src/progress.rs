@@ -57,6 +57,9 @@ pub enum Event {
         weight: i64,
         #[serde(rename = "failedChecks")]
         failed_checks: i64,
+        /// `[n, m]`: iteration n of m, for A/B testing and blue/green.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iteration: Option<[i64; 2]>,
     },
 }
 
@@ -302,10 +305,23 @@ mod tests {
             phase: Some("Progressing".into()),
             weight: 25,
             failed_checks: 0,
+            iteration: None,
         };
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),
             r#"{"event":"canary","phase":"Progressing","weight":25,"failedChecks":0}"#
+        );
+        let ab = Event::Canary {
+            canary: "gridos/ab".into(),
+            description: "Progressing, iteration 2 of 3, 0 failed checks".into(),
+            phase: Some("Progressing".into()),
+            weight: 0,
+            failed_checks: 0,
+            iteration: Some([2, 3]),
+        };
+        assert_eq!(
+            serde_json::to_string(&ab).unwrap(),
+            r#"{"event":"canary","phase":"Progressing","weight":0,"failedChecks":0,"iteration":[2,3]}"#
         );
     }
 

@@ -37,6 +37,7 @@ use crate::util::{
     Proc, TempDir, client, cluster_lock, gridos_k, kubeconfig, ok, on_path, reset, standin_bin,
     stderr, stdout, wait_http_ok,
 };
+use gridos_setup::canary::Snapshot;
 
 const APP_NS: &str = "gridos";
 const FLAGGER_NS: &str = "flagger-system";
@@ -368,11 +369,17 @@ impl Canary {
         }
     }
 
-    /// Starts `canary wait -o json`, sets the app's image, and returns the wait's exit code, its
-    /// summary object and its stderr.
+    /// Releases as a pipeline does: sets the app's image, then runs `canary wait -o json`; returns
+    /// the wait's exit code, its summary object and its stderr.
     async fn release(&self, image: &str) -> (i32, Value, String) {
-        let wait = canary_wait();
         set_image(&self.c, image).await;
+        self.wait_for("gridos", &[]).await
+    }
+
+    /// Runs `canary wait NAME -o json` (and `extra`) to its end; returns the exit code, the
+    /// summary object and stderr.
+    async fn wait_for(&self, canary: &str, extra: &[&str]) -> (i32, Value, String) {
+        let wait = canary_wait(canary, extra);
         let t0 = Instant::now();
         let out = tokio::task::spawn_blocking(move || wait.wait_with_output())
             .await
@@ -410,18 +417,13 @@ impl Canary {
     }
 }
 
-/// `gridos-setup canary wait -o json` on the default canary (gridos/gridos), started in the background.
-fn canary_wait() -> Child {
+/// `gridos-setup canary wait NAME -n gridos -o json` (and `extra`), started in the background.
+fn canary_wait(canary: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gridos-setup"))
-        .args([
-            "canary",
-            "wait",
-            "-o",
-            "json",
-            "--timeout",
-            "150s",
-            "--kubeconfig",
-        ])
+        .args(["canary", "wait", canary, "-n", APP_NS, "-o", "json"])
+        .args(["--timeout", "150s"])
+        .args(extra)
+        .arg("--kubeconfig")
         .arg(kubeconfig())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -485,11 +487,7 @@ async fn create_app(c: &Client, run: &Canary, layer: Layer) {
 }
 
 async fn set_image(c: &Client, image: &str) {
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "gridos", "image": image}]}}}});
-    Api::<Deployment>::namespaced(c.clone(), APP_NS)
-        .patch("gridos", &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-        .expect("set the image");
+    set_image_of(c, "gridos", image).await;
 }
 
 /// Runs one PromQL query against the real Prometheus; returns the result vector.
@@ -710,8 +708,8 @@ async fn cluster_flagger_prometheus_down_never_promotes() {
         &["canary.interval=5s", "canary.threshold=2"],
     )
     .await;
-    let wait = canary_wait();
     set_image(&run.c, "registry.example/gridos:1.1.0").await;
+    let wait = canary_wait("gridos", &[]);
     // Stop Prometheus once traffic shifts (the analysis has begun).
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -883,6 +881,405 @@ async fn cluster_gateway_flagger_errors_roll_back() {
     assert!(
         err.contains("istio-success-rate"),
         "names the failed Istio check: {err}\n{summary}"
+    );
+    reset(&run.c).await;
+}
+
+async fn set_image_of(c: &Client, deployment: &str, image: &str) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": deployment, "image": image}]}}}});
+    Api::<Deployment>::namespaced(c.clone(), APP_NS)
+        .patch(
+            deployment,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("set the image of {deployment}: {e}"));
+}
+
+/// A second app in the app namespace as Flagger's tutorials have it (podinfo's port 9898):
+/// Deployment `name` and its Ingress for `host` to Service `name` port 80.
+async fn create_tutorial_app(run: &Canary, name: &str, host: &str) {
+    let dep: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": APP_NS, "labels": {"app": name}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": name,
+                        "image": "ghcr.io/stefanprodan/podinfo:6.0.0",
+                        "ports": [{"name": "http", "containerPort": 9898}],
+                        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(run.c.clone(), APP_NS)
+        .create(&PostParams::default(), &dep)
+        .await
+        .unwrap_or_else(|e| panic!("create Deployment {name}: {e}"));
+    let ing: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": APP_NS},
+        "spec": {
+            "ingressClassName": "nginx",
+            "rules": [{"host": host, "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": name, "port": {"number": 80}}},
+            }]}}],
+        },
+    }))
+    .unwrap();
+    let api = Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(run.c.clone(), APP_NS);
+    let until = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = api.create(&PostParams::default(), &ing).await {
+        assert!(
+            Instant::now() < until,
+            "create Ingress {name}: {e}\n{}",
+            run.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Creates a Canary from `spec` next to gridos' and waits until Flagger has initialized it.
+async fn create_canary(run: &Canary, name: &str, spec: Value) {
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+        "metadata": {"name": name, "namespace": APP_NS},
+        "spec": spec,
+    }))
+    .unwrap();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(run.c.clone(), APP_NS, &gridos_setup::canary::resource());
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create Canary {name}: {e}"));
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let cd = api.get(name).await.expect("canary");
+        if cd.data["status"]["phase"] == "Initialized" {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "canary {name} not Initialized after 90s: {}\n{}",
+            cd.data["status"],
+            run.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The load tester's `hey` through the ingress controller's Service with the app's Host (the
+/// tutorials use the app's public name, which needs DNS for the load balancer), `extra` headers.
+fn hey_through_ingress(host: &str, seconds: u32, headers: &str) -> String {
+    format!(
+        "hey -z {seconds}s -q 10 -c 2 {headers} -host {host} http://ingress-nginx-controller.ingress-nginx/"
+    )
+}
+
+/// One request through the ingress controller's Service with the Host and `headers`; the body
+/// names the backend Service that answered (the data-plane stand-in's app answers so).
+fn through_ingress(host: &str, headers: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "5", "-H"])
+        .arg(format!("Host: {host}"));
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg("http://ingress-nginx-controller.ingress-nginx/")
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn cluster_gate_a_good_redeploy_after_a_rollback_exits_0_once_promoted() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=10s", "canary.threshold=2"],
+    )
+    .await;
+    // Rolled back at the acceptance test: no canary traffic, so no error stays in the metrics.
+    expect_rollback(&run, "registry.example/gridos:1.1.0-err100").await;
+    // While Failed, Flagger re-syncs the status every interval with a fresh lastTransitionTime
+    // (its first tick after the new image too); the wait must not take that for a verdict.
+    expect_promotion(&run, "registry.example/gridos:1.2.0").await;
+    reset(&run.c).await;
+}
+
+/// The Promoted condition's lastTransitionTime and the Deployment's template change, in seconds.
+async fn verdict_and_change_seconds(run: &Canary) -> (i64, i64) {
+    let cd = run.canary().await;
+    let decided = Snapshot::of(&cd).decided_at.expect("a decision time");
+    let dep: DynamicObject = Api::namespaced_with(
+        run.c.clone(),
+        APP_NS,
+        &kube::api::ApiResource::erase::<Deployment>(&()),
+    )
+    .get("gridos")
+    .await
+    .expect("Deployment gridos");
+    let changed = gridos_setup::canary::template_changed_at(&dep).expect("template change");
+    (decided.as_second(), changed.as_second())
+}
+
+#[tokio::test]
+async fn cluster_gate_allow_idle_and_a_deploy_in_the_verdicts_second_wait_for_flagger() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(Layer::IngressNginx, &["canary.interval=10s"]).await;
+    // Right after `set image` the canary is still Initialized, from before the change: with
+    // --allow-idle that is not "idle", the wait goes on to Flagger's verdict on the new image.
+    set_image(&run.c, "registry.example/gridos:1.1.0").await;
+    let (code, summary, err) = run.wait_for("gridos", &["--allow-idle"]).await;
+    assert_eq!(code, 0, "{err}\n{summary}\n{}", run.logs());
+    assert_eq!(summary["result"], "succeeded", "{summary}");
+    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
+    // The next deploy right after that verdict (the wait exits as the verdict arrives, so the
+    // change lands in the same second nearly every time): the old Succeeded does not count.
+    set_image(&run.c, "registry.example/gridos:1.2.0").await;
+    let (decided, changed) = verdict_and_change_seconds(&run).await;
+    eprintln!(
+        "flagger test: verdict at {decided}, deploy at {changed} ({})",
+        if decided == changed {
+            "the same second"
+        } else {
+            "the next second"
+        }
+    );
+    let (code, summary, err) = run.wait_for("gridos", &[]).await;
+    assert_eq!(code, 0, "{err}\n{summary}\n{}", run.logs());
+    assert_eq!(summary["weights_seen"], json!([10, 25, 50]), "{summary}");
+    assert_eq!(run.primary_image().await, "registry.example/gridos:1.2.0");
+    reset(&run.c).await;
+}
+
+#[tokio::test]
+async fn cluster_gate_flaggers_tutorial_canary_with_builtin_checks_promotes() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(Layer::IngressNginx, &["canary.interval=10s"]).await;
+    let host = "podinfo.example.com";
+    create_tutorial_app(&run, "podinfo", host).await;
+    // Flagger's "NGINX Canary Deployments" tutorial Canary (docs.flagger.app, tutorials/
+    // nginx-progressive-delivery), in the app namespace our load tester serves, with the
+    // interval and steps shortened and the webhooks aimed at what runs here.
+    let spec = json!({
+        "provider": "nginx",
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 80, "targetPort": 9898},
+        "analysis": {
+            "interval": "10s",
+            "threshold": 10,
+            "maxWeight": 50,
+            "stepWeight": 25,
+            "metrics": [
+                {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+                {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
+            ],
+            "webhooks": [
+                {"name": "acceptance-test", "type": "pre-rollout",
+                 "url": format!("http://flagger-loadtester.{APP_NS}/"), "timeout": "30s",
+                 "metadata": {"type": "bash", "cmd": "curl -sf http://podinfo-canary/"}},
+                {"name": "load-test", "url": format!("http://flagger-loadtester.{APP_NS}/"),
+                 "timeout": "5s",
+                 "metadata": {"cmd": hey_through_ingress(host, 7, "")}},
+            ],
+        },
+    });
+    create_canary(&run, "podinfo", spec).await;
+    set_image_of(&run.c, "podinfo", "ghcr.io/stefanprodan/podinfo:6.0.1").await;
+    let (code, summary, err) = run.wait_for("podinfo", &[]).await;
+    assert_eq!(code, 0, "{err}\n{summary}\n{}", run.logs());
+    assert_eq!(summary["weights_seen"], json!([25, 50]), "{summary}");
+    // Flagger advances a step only when every check passes (pkg/controller/scheduler.go
+    // `runAnalysis`), so the promotion says the built-in request-duration check found values in
+    // ingress-nginx's response-time histogram, which Prometheus kept.
+    let series = prom_query(
+        r#"sum(nginx_ingress_controller_response_duration_seconds_count{namespace="gridos",ingress="podinfo",canary!=""})"#,
+    );
+    assert!(!series.is_empty(), "response_duration_seconds kept");
+    reset(&run.c).await;
+}
+
+#[tokio::test]
+async fn cluster_gate_ab_canary_by_header_and_cookie_promotes_showing_iterations() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(Layer::IngressNginx, &["canary.interval=10s"]).await;
+    let host = "ab.example.com";
+    create_tutorial_app(&run, "abtest", host).await;
+    // Flagger's NGINX A/B testing tutorial: insiders by header, and a cookie (docs.flagger.app,
+    // tutorials/nginx-progressive-delivery, "A/B Testing"); 3 iterations here.
+    let lt = format!("http://flagger-loadtester.{APP_NS}/");
+    let spec = json!({
+        "provider": "nginx",
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "abtest"},
+        "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "abtest"},
+        "progressDeadlineSeconds": 60,
+        "service": {"port": 80, "targetPort": 9898},
+        "analysis": {
+            "interval": "10s",
+            "threshold": 5,
+            "iterations": 3,
+            "match": [
+                {"headers": {"x-canary": {"exact": "insider"}}},
+                {"headers": {"cookie": {"exact": "canary"}}},
+            ],
+            "metrics": [
+                {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+                {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "1m"},
+            ],
+            "webhooks": [
+                {"name": "load-test-header", "url": lt, "timeout": "5s",
+                 "metadata": {"cmd": hey_through_ingress(host, 7, "-H 'X-Canary: insider'")}},
+                {"name": "load-test-cookie", "url": lt, "timeout": "5s",
+                 "metadata": {"cmd": hey_through_ingress(host, 7, "-H 'Cookie: canary=always'")}},
+            ],
+        },
+    });
+    create_canary(&run, "abtest", spec).await;
+    set_image_of(&run.c, "abtest", "ghcr.io/stefanprodan/podinfo:6.0.1").await;
+    let wait = canary_wait("abtest", &[]);
+    // During the analysis the canary Ingress routes by header and cookie only (the answer names
+    // the backend: the apex Service `abtest`, which Flagger points at the primary, or the canary).
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(run.c.clone(), APP_NS, &gridos_setup::canary::resource());
+    let until = Instant::now() + Duration::from_secs(90);
+    while api.get("abtest").await.expect("canary").data["status"]["iterations"]
+        .as_i64()
+        .unwrap_or(0)
+        < 1
+    {
+        assert!(Instant::now() < until, "no iteration\n{}", run.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        through_ingress(host, &["X-Canary: insider"]),
+        "abtest-canary"
+    );
+    assert_eq!(
+        through_ingress(host, &["Cookie: a=b; canary=always"]),
+        "abtest-canary"
+    );
+    assert_eq!(through_ingress(host, &["Cookie: canary=never"]), "abtest");
+    assert_eq!(through_ingress(host, &["X-Canary: outsider"]), "abtest");
+    assert_eq!(through_ingress(host, &[]), "abtest");
+    let out = tokio::task::spawn_blocking(move || wait.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = lines
+        .iter()
+        .find(|v| v["event"] == "summary")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{summary}\n{}",
+        stderr(&out),
+        run.logs()
+    );
+    assert_eq!(summary["iterations_seen"], json!([1, 2, 3]), "{summary}");
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["event"] == "canary" && v["iteration"] == json!([2, 3])),
+        "progress shows the iterations: {lines:?}"
+    );
+    reset(&run.c).await;
+}
+
+/// POSTs the load tester's webhook payload (`{"name","namespace"}`, the fields its gate reads:
+/// pkg/loadtester/server.go) to one of its gate endpoints, as an approver would.
+fn loadtester_gate(path: &str, canary: &str) {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", "-X", "POST", "-d"])
+        .arg(json!({"name": canary, "namespace": APP_NS}).to_string())
+        .arg(format!("http://127.0.0.1:{LOADTESTER_PORT}{path}"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "POST {path}: {}", stderr(&out));
+}
+
+#[tokio::test]
+async fn cluster_gate_a_closed_confirm_promotion_gate_exits_5_naming_it() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(Layer::IngressNginx, &["canary.interval=10s"]).await;
+    let host = "gated.example.com";
+    create_tutorial_app(&run, "gated", host).await;
+    let lt = format!("http://flagger-loadtester.{APP_NS}");
+    // Flagger's docs, "Manual Gating": confirm-promotion on the load tester's gate, and the gate
+    // closed again after each rollout so the next release waits for its own approval.
+    let spec = json!({
+        "provider": "nginx",
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gated"},
+        "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "gated"},
+        "service": {"port": 80, "targetPort": 9898},
+        "analysis": {
+            "interval": "10s",
+            "threshold": 5,
+            "stepWeights": [20, 40],
+            "metrics": [
+                {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+            ],
+            "webhooks": [
+                {"name": "approve-promotion", "type": "confirm-promotion", "url": format!("{lt}/gate/check")},
+                {"name": "close-gate", "type": "post-rollout", "url": format!("{lt}/gate/close")},
+            ],
+        },
+    });
+    create_canary(&run, "gated", spec).await;
+    set_image_of(&run.c, "gated", "ghcr.io/stefanprodan/podinfo:6.0.1").await;
+    let (code, summary, err) = run.wait_for("gated", &[]).await;
+    assert_eq!(code, 5, "{err}\n{summary}\n{}", run.logs());
+    assert_eq!(summary["result"], "awaiting_approval", "{summary}");
+    assert_eq!(summary["phase"], "WaitingPromotion", "{summary}");
+    // Flagger zeroes canaryWeight at the gate; the canary Ingress still sends the last step's 40 %.
+    assert_eq!(
+        summary["activity"],
+        json!({"state": "at_gate", "gate": "confirm-promotion", "webhook": "approve-promotion", "routed_weight": 40}),
+        "{summary}"
+    );
+    assert!(
+        err.contains("waiting for approval: Flagger holds the rollout at the confirm-promotion gate approve-promotion with 40% of the traffic on the canary"),
+        "{err}"
+    );
+    // Opened, the wait goes on to the promotion, even started before Flagger's next look.
+    loadtester_gate("/gate/open", "gated");
+    let (code, summary, err) = run.wait_for("gated", &[]).await;
+    assert_eq!(code, 0, "{err}\n{summary}\n{}", run.logs());
+    assert_eq!(summary["result"], "succeeded", "{summary}");
+    reset(&run.c).await;
+}
+
+#[tokio::test]
+async fn cluster_gate_a_failure_from_one_step_on_rolls_back_there() {
+    let _l = cluster_lock().await;
+    let run = Canary::start(
+        Layer::IngressNginx,
+        &["canary.interval=10s", "canary.threshold=2"],
+    )
+    .await;
+    // Healthy at 10 and 25 %, failing from 50 % on (the data-plane stand-in's `-atW`).
+    let (summary, err) = expect_rollback(&run, "registry.example/gridos:1.1.0-err100-at50").await;
+    assert_eq!(
+        summary["weights_seen"],
+        json!([10, 25, 50]),
+        "{summary}\n{err}"
     );
     reset(&run.c).await;
 }

@@ -402,6 +402,12 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // A failing test keeps its programs' full logs (Flagger's, Prometheus's, ...): the panic
+        // message shows only their tails.
+        if std::thread::panicking() {
+            eprintln!("the test failed: kept {} (full logs)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

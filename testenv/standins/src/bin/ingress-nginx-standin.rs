@@ -14,7 +14,8 @@
 //!   configuration (their `prometheus.io/*` annotations). The pod addresses are added to `lo`.
 //! - Behaviour of a version comes from its Deployment's pod template (first container's image tag):
 //!   `-errN` answers N % of requests with 503, `-slowN` takes N ms per request (so its p99 is N ms);
-//!   anything else answers 200 in 20 ms.
+//!   anything else answers 200 in 20 ms. `-atW` delays both until the version gets W % of the
+//!   traffic as the canary (e.g. `1.1.0-err100-at50`: healthy at 10 and 25 %, failing from 50 %).
 //! - Admission: the controller's validating webhook (Service `ingress-nginx-controller-admission`,
 //!   TLS with the Secret `ingress-nginx-admission` that gridos-setup generates) answers every
 //!   AdmissionReview with allowed; the real one renders and tests an nginx.conf, which is not here.
@@ -25,9 +26,14 @@
 //!   real programs listen on all addresses of the namespace, as in their pods; `--moved` names a
 //!   Service whose process had to take another port here).
 //! - DNS stand-in (`--hosts-file`, the namespace's /etc/hosts): the names kube-dns answers for each
-//!   Service (`svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`, and the bare `svc` for the
-//!   namespaces given with `--search-namespace`, which stands for the pods' DNS search path). The
-//!   file is rewritten in place (same inode), because `ip netns exec` bind-mounts it.
+//!   Service in every namespace (`svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`, and the bare
+//!   `svc`, which a pod's DNS search path resolves in its own namespace: here for the namespaces
+//!   given with `--search-namespace` first, else wherever the name is unique). The file is
+//!   rewritten in place (same inode), because `ip netns exec` bind-mounts it.
+//! - Real requests: the controller's (or gateway's) LoadBalancer Service answers on its http port,
+//!   routed by Host, then, with ingress-nginx, by the canary Ingress's `canary-by-header`,
+//!   `canary-by-header-value`, `canary-by-header-pattern` and `canary-by-cookie` rules before the
+//!   weight (ingress-nginx docs, annotations.md#canary), and recorded in the metrics.
 //!
 //! - Gateway API mode (`--gateway-api`): the same for the Istio gateway pods of AKS application
 //!   routing (`approuting-istio`; their control plane is `approuting-istio-standin`). Traffic is
@@ -45,7 +51,8 @@
 //! internal/ingress/metric/collectors/socket.go (`requestTags`: status, method, path, namespace,
 //! ingress, service, canary, plus host with metrics-per-host, the default; constant labels
 //! controller_namespace, controller_class, controller_pod; `nginx_ingress_controller_requests` is a
-//! counter, `nginx_ingress_controller_request_duration_seconds` a histogram with the `--time-buckets`
+//! counter, `nginx_ingress_controller_request_duration_seconds` and
+//! `nginx_ingress_controller_response_duration_seconds` histograms with the `--time-buckets`
 //! default, prometheus.DefBuckets); rootfs/etc/nginx/lua/monitor.lua fills them from
 //! `ngx.var.namespace`, `ngx.var.ingress_name`, `ngx.var.service_name` (the main Ingress's backend,
 //! also for canary requests) and `ngx.var.proxy_alternative_upstream_name` (the canary upstream
@@ -77,6 +84,10 @@ use tokio::task::JoinHandle;
 const CANARY: &str = "nginx.ingress.kubernetes.io/canary";
 const CANARY_WEIGHT: &str = "nginx.ingress.kubernetes.io/canary-weight";
 const CANARY_WEIGHT_TOTAL: &str = "nginx.ingress.kubernetes.io/canary-weight-total";
+const CANARY_BY_HEADER: &str = "nginx.ingress.kubernetes.io/canary-by-header";
+const CANARY_BY_HEADER_VALUE: &str = "nginx.ingress.kubernetes.io/canary-by-header-value";
+const CANARY_BY_HEADER_PATTERN: &str = "nginx.ingress.kubernetes.io/canary-by-header-pattern";
+const CANARY_BY_COOKIE: &str = "nginx.ingress.kubernetes.io/canary-by-cookie";
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 /// prometheus.DefBuckets, ingress-nginx's default `--time-buckets` (seconds).
 const BUCKETS: [f64; 11] = [
@@ -169,6 +180,19 @@ impl Args {
 struct Behaviour {
     error_percent: f64,
     latency_ms: u64,
+    /// `-atN`: the errors and the latency start once the version gets N % of the traffic as the
+    /// canary (a failure at one step only); before that it answers 200 in 20 ms.
+    from_weight: f64,
+}
+
+/// How a version answers, with `weight` the percent of traffic it gets as the canary (0 when
+/// reached another way: as the primary, by header or cookie, or directly on its Service).
+fn behaviour_at(b: Behaviour, weight: f64) -> Behaviour {
+    if weight + 1e-9 < b.from_weight {
+        behaviour_of_image("")
+    } else {
+        b
+    }
 }
 
 fn behaviour_of_image(image: &str) -> Behaviour {
@@ -181,6 +205,7 @@ fn behaviour_of_image(image: &str) -> Behaviour {
     let mut b = Behaviour {
         error_percent: 0.0,
         latency_ms: 20,
+        from_weight: 0.0,
     };
     for part in tag.split('-') {
         if let Some(n) = part.strip_prefix("err").and_then(|n| n.parse::<f64>().ok()) {
@@ -191,6 +216,9 @@ fn behaviour_of_image(image: &str) -> Behaviour {
             .and_then(|n| n.parse::<u64>().ok())
         {
             b.latency_ms = n;
+        }
+        if let Some(n) = part.strip_prefix("at").and_then(|n| n.parse::<f64>().ok()) {
+            b.from_weight = n;
         }
     }
     b
@@ -305,6 +333,65 @@ fn canary_weight(ing: &Ingress) -> f64 {
     (get(CANARY_WEIGHT, 0.0) / total).clamp(0.0, 1.0)
 }
 
+/// The canary Ingress's request rules, which ingress-nginx applies before the weight (docs,
+/// user-guide/nginx-configuration/annotations.md#canary: "canary-by-header -> canary-by-cookie ->
+/// canary-weight"; rootfs/etc/nginx/lua/balancer.lua `route_to_alternative_balancer`).
+#[derive(Clone, Debug, Default)]
+struct CanaryRules {
+    header: Option<String>,
+    header_value: Option<String>,
+    header_pattern: Option<regex::Regex>,
+    cookie: Option<String>,
+}
+
+fn canary_rules(ing: &Ingress) -> CanaryRules {
+    let get = |k: &str| ing.annotations().get(k).filter(|v| !v.is_empty()).cloned();
+    CanaryRules {
+        header: get(CANARY_BY_HEADER),
+        header_value: get(CANARY_BY_HEADER_VALUE),
+        // ingress-nginx matches PCRE (ngx.re.match); Rust's regex covers the patterns Flagger
+        // writes from a Canary's `regex` match.
+        header_pattern: get(CANARY_BY_HEADER_PATTERN).and_then(|p| regex::Regex::new(&p).ok()),
+        cookie: get(CANARY_BY_COOKIE),
+    }
+}
+
+impl CanaryRules {
+    /// Whether a request goes to the canary by its headers (`Some`), or by the weight (`None`).
+    /// The header: its value equal to `canary-by-header-value` (if set), else matching
+    /// `canary-by-header-pattern` (if set; ignored when a value is set), else "always" routes to
+    /// the canary and "never" to the main backend; any other value is ignored. Then the cookie:
+    /// "always" and "never" likewise, any other value ignored.
+    fn route(&self, headers: &[(String, String)]) -> Option<bool> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        if let Some(v) = self.header.as_deref().and_then(header) {
+            match (&self.header_value, &self.header_pattern) {
+                (Some(want), _) if v == want => return Some(true),
+                (None, Some(re)) if re.is_match(v) => return Some(true),
+                (None, None) if v == "always" => return Some(true),
+                (None, None) if v == "never" => return Some(false),
+                _ => {}
+            }
+        }
+        let cookie = self.cookie.as_deref().and_then(|name| {
+            header("cookie")?.split(';').find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })
+        });
+        match cookie {
+            Some("always") => Some(true),
+            Some("never") => Some(false),
+            _ => None,
+        }
+    }
+}
+
 /// The Deployments whose pod template a Service's selector matches.
 fn selected_deployments(stores: &Stores, ns: &str, service: &str) -> Vec<Arc<Deployment>> {
     let Some(svc) = stores
@@ -391,6 +478,9 @@ struct Split {
     path: String,
     /// ingress-nginx: the main Ingress's backend, then the canary Ingress's (if any).
     backends: Vec<Backend>,
+    /// ingress-nginx: the canary Ingress's header and cookie rules (synthetic traffic carries no
+    /// headers, so only real requests can match them).
+    rules: CanaryRules,
 }
 
 impl Split {
@@ -411,27 +501,28 @@ fn nginx_splits(args: &Args, stores: &Stores) -> Vec<Split> {
         .into_iter()
         .filter(|i| of_our_class(i, &args.ingress_class))
         .collect();
-    let canaries: Vec<(Route, f64)> = ingresses
+    let canaries: Vec<(Route, f64, CanaryRules)> = ingresses
         .iter()
         .filter(|i| is_canary(i))
         .flat_map(|i| {
             let w = canary_weight(i);
-            routes(i).into_iter().map(move |r| (r, w))
+            let rules = canary_rules(i);
+            routes(i).into_iter().map(move |r| (r, w, rules.clone()))
         })
         .collect();
     let mut out = Vec::new();
     for main in ingresses.iter().filter(|i| !is_canary(i)) {
         for route in routes(main) {
-            let canary = canaries.iter().find(|(c, _)| {
+            let canary = canaries.iter().find(|(c, _, _)| {
                 c.namespace == route.namespace && c.host == route.host && c.path == route.path
             });
-            let w = canary.map(|(_, w)| *w).unwrap_or(0.0);
+            let w = canary.map(|(_, w, _)| *w).unwrap_or(0.0);
             let mut backends = vec![Backend {
                 service: route.service.clone(),
                 port: route.port.clone(),
                 weight: 1.0 - w,
             }];
-            if let Some((c, w)) = canary {
+            if let Some((c, w, _)) = canary {
                 backends.push(Backend {
                     service: c.service.clone(),
                     port: c.port.clone(),
@@ -444,6 +535,7 @@ fn nginx_splits(args: &Args, stores: &Stores) -> Vec<Split> {
                 host: route.host,
                 path: route.path,
                 backends,
+                rules: canary.map(|(_, _, r)| r.clone()).unwrap_or_default(),
             });
         }
     }
@@ -501,6 +593,7 @@ fn gateway_splits(args: &Args, stores: &Stores) -> Vec<Split> {
                     host: host.clone(),
                     path: path.clone(),
                     backends: backends.clone(),
+                    rules: CanaryRules::default(),
                 });
             }
         }
@@ -592,6 +685,18 @@ fn series(args: &Args, split: &Split, backend: usize, status: u16, pod: &str) ->
     s
 }
 
+/// How a backend of a split answers now: its version's behaviour at the canary's current weight.
+fn behaviour_in(stores: &Stores, split: &Split, backend: usize) -> Behaviour {
+    let b = behaviour_of_service(stores, &split.namespace, &split.backends[backend].service);
+    let total: f64 = split.backends.iter().map(|b| b.weight.max(0.0)).sum();
+    let weight = if backend > 0 && total > 0.0 {
+        split.backends[backend].weight.max(0.0) * 100.0 / total
+    } else {
+        0.0
+    };
+    behaviour_at(b, weight)
+}
+
 /// Records `count` requests of one backend, answered as its version behaves; returns how many failed.
 fn send(
     args: &Args,
@@ -603,7 +708,7 @@ fn send(
     pods: &[String],
 ) -> u64 {
     let svc = &split.backends[backend].service;
-    let b = behaviour_of_service(stores, &split.namespace, svc);
+    let b = behaviour_in(stores, split, backend);
     let errors = take_whole(
         &mut st.carry,
         &format!("err {}/{svc}", split.namespace),
@@ -649,14 +754,17 @@ fn traffic_tick(args: &Args, stores: &Stores, state: &Mutex<State>) {
     }
 }
 
-/// One real request through the gateway (e.g. the load tester's `hey`): routed by its Host header
-/// as the synthetic traffic is, recorded the same way; returns the status and the latency.
+/// One real request through the data plane (e.g. the load tester's `hey`): routed by its Host
+/// header as the synthetic traffic is, to the canary by the canary Ingress's header and cookie
+/// rules where they decide (ingress-nginx), else by the weights; recorded the same way. Returns
+/// the status, the latency and the backend Service that answered.
 fn through_gateway(
     args: &Args,
     stores: &Stores,
     state: &Mutex<State>,
     host: &str,
-) -> Option<(u16, u64)> {
+    headers: &[(String, String)],
+) -> Option<(u16, u64, String)> {
     let pods = ready_controller_pods(stores);
     let host = host.split(':').next().unwrap_or(host);
     let split = splits(args, stores)
@@ -666,13 +774,18 @@ fn through_gateway(
         return None;
     }
     let mut st = state.lock().ok()?;
-    let key = format!("live {}", split.key());
-    let counts = shares(&mut st.carry, &key, &split, 1);
-    let backend = counts.iter().position(|c| *c > 0)?;
-    let latency =
-        behaviour_of_service(stores, &split.namespace, &split.backends[backend].service).latency_ms;
+    let backend = match split.rules.route(headers) {
+        Some(to_canary) if split.backends.len() > 1 => usize::from(to_canary),
+        _ => {
+            let key = format!("live {}", split.key());
+            let counts = shares(&mut st.carry, &key, &split, 1);
+            counts.iter().position(|c| *c > 0)?
+        }
+    };
+    let latency = behaviour_in(stores, &split, backend).latency_ms;
     let failed = send(args, stores, &mut st, &split, backend, 1, &pods) > 0;
-    Some((if failed { 503 } else { 200 }, latency))
+    let service = split.backends[backend].service.clone();
+    Some((if failed { 503 } else { 200 }, latency, service))
 }
 
 fn ready_controller_pods(stores: &Stores) -> Vec<String> {
@@ -707,24 +820,56 @@ fn labels(s: &Series, le: Option<&str>) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+/// One histogram family of a pod's request series in the text exposition.
+fn write_histogram(out: &mut String, args: &Args, pm: &PodMetrics, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (s, h) in &pm.durations {
+        for (le, n) in args.buckets().iter().zip(&h.buckets) {
+            let _ = writeln!(out, "{name}_bucket{} {n}", labels(s, Some(&le.to_string())));
+        }
+        let _ = writeln!(out, "{name}_bucket{} {}", labels(s, Some("+Inf")), h.count);
+        let _ = writeln!(out, "{name}_sum{} {}", labels(s, None), h.sum);
+        let _ = writeln!(out, "{name}_count{} {}", labels(s, None), h.count);
+    }
+}
+
+/// The histograms a data-plane pod exports for its requests (name, help). ingress-nginx
+/// (socket.go, controller-v1.15.1) has two with the same labels: `requestTime` (the whole request)
+/// and `responseTime` (`response_duration_seconds`, the upstream's response, which Flagger
+/// 1.44.0's built-in nginx `request-duration` check reads, pkg/metrics/observers/nginx.go). Here no
+/// client is slow, so both are the upstream's latency.
+fn histograms(args: &Args) -> &'static [(&'static str, &'static str)] {
+    if args.gateway_api {
+        &[(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+        )]
+    } else {
+        &[
+            (
+                "nginx_ingress_controller_request_duration_seconds",
+                "The request processing time in milliseconds",
+            ),
+            (
+                "nginx_ingress_controller_response_duration_seconds",
+                "The time spent on receiving the response from the upstream server",
+            ),
+        ]
+    }
+}
+
 /// The text exposition of one data-plane pod's request series.
 fn exposition(args: &Args, state: &State, pod: &str) -> String {
     let mut out = String::new();
     let empty = PodMetrics::default();
     let pm = state.pods.get(pod).unwrap_or(&empty);
-    let (requests, requests_help, duration, duration_help) = if args.gateway_api {
-        (
-            "istio_requests_total",
-            "Total requests",
-            "istio_request_duration_milliseconds",
-            "Request duration in milliseconds",
-        )
+    let (requests, requests_help) = if args.gateway_api {
+        ("istio_requests_total", "Total requests")
     } else {
         (
             "nginx_ingress_controller_requests",
             "The total number of client requests",
-            "nginx_ingress_controller_request_duration_seconds",
-            "The request processing time in milliseconds",
         )
     };
     let _ = writeln!(out, "# HELP {requests} {requests_help}");
@@ -732,24 +877,8 @@ fn exposition(args: &Args, state: &State, pod: &str) -> String {
     for (s, n) in &pm.requests {
         let _ = writeln!(out, "{requests}{} {n}", labels(s, None));
     }
-    let _ = writeln!(out, "# HELP {duration} {duration_help}");
-    let _ = writeln!(out, "# TYPE {duration} histogram");
-    for (s, h) in &pm.durations {
-        for (le, n) in args.buckets().iter().zip(&h.buckets) {
-            let _ = writeln!(
-                out,
-                "{duration}_bucket{} {n}",
-                labels(s, Some(&le.to_string()))
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{duration}_bucket{} {}",
-            labels(s, Some("+Inf")),
-            h.count
-        );
-        let _ = writeln!(out, "{duration}_sum{} {}", labels(s, None), h.sum);
-        let _ = writeln!(out, "{duration}_count{} {}", labels(s, None), h.count);
+    for (name, help) in histograms(args) {
+        write_histogram(&mut out, args, pm, name, help);
     }
     out
 }
@@ -773,7 +902,14 @@ enum Role {
 }
 
 /// Reads one HTTP request's head (enough to route it) and returns its path and Host header.
-async fn read_head(conn: &mut TcpStream) -> Option<(String, String)> {
+/// One request's head as the data plane routes it: path, Host and every header.
+struct Head {
+    path: String,
+    host: String,
+    headers: Vec<(String, String)>,
+}
+
+async fn read_head(conn: &mut TcpStream) -> Option<Head> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -785,14 +921,24 @@ async fn read_head(conn: &mut TcpStream) -> Option<(String, String)> {
     }
     let head = String::from_utf8_lossy(&buf);
     let path = head.split_whitespace().nth(1)?.to_string();
-    let host = head
+    let headers: Vec<(String, String)> = head
         .lines()
-        .find_map(|l| {
+        .skip(1)
+        .filter_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("host").then(|| v.trim().to_string())
+            Some((k.trim().to_string(), v.trim().to_string()))
         })
+        .collect();
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    Some((path, host))
+    Some(Head {
+        path,
+        host,
+        headers,
+    })
 }
 
 async fn respond(conn: &mut TcpStream, code: u16, content_type: &str, body: &str) {
@@ -933,10 +1079,10 @@ async fn serve(
                     }
                 }
                 Role::Metrics { pod } => {
-                    let Some((path, _)) = read_head(&mut conn).await else {
+                    let Some(head) = read_head(&mut conn).await else {
                         return;
                     };
-                    if path != args.metrics_path() {
+                    if head.path != args.metrics_path() {
                         respond(&mut conn, 404, "text/plain", "not found\n").await;
                         return;
                     }
@@ -950,7 +1096,8 @@ async fn serve(
                     if read_head(&mut conn).await.is_none() {
                         return;
                     }
-                    let b = behaviour_of_service(&stores, &namespace, &service);
+                    // reached directly (e.g. the acceptance test), not as the weighted canary
+                    let b = behaviour_at(behaviour_of_service(&stores, &namespace, &service), 0.0);
                     let fail = match state.lock() {
                         Ok(mut st) => {
                             take_whole(
@@ -966,15 +1113,17 @@ async fn serve(
                     respond(&mut conn, code, "text/plain", &format!("{service}\n")).await;
                 }
                 Role::Gateway => {
-                    let Some((_, host)) = read_head(&mut conn).await else {
+                    let Some(head) = read_head(&mut conn).await else {
                         return;
                     };
-                    match through_gateway(&args, &stores, &state, &host) {
-                        Some((code, latency_ms)) => {
+                    match through_gateway(&args, &stores, &state, &head.host, &head.headers) {
+                        // the body names the backend, as the app stand-in's does
+                        Some((code, latency_ms, service)) => {
                             tokio::time::sleep(Duration::from_millis(latency_ms)).await;
-                            respond(&mut conn, code, "text/plain", "\n").await;
+                            respond(&mut conn, code, "text/plain", &format!("{service}\n")).await;
                         }
-                        // Istio answers 404 when no route matches the host
+                        // Istio, and ingress-nginx's default backend, answer 404 when no route
+                        // matches the host
                         None => respond(&mut conn, 404, "text/plain", "not found\n").await,
                     }
                 }
@@ -1034,6 +1183,23 @@ fn desired(args: &Args, stores: &Stores) -> Desired {
         .collect();
     let mut services = stores.services.state();
     services.sort_by_key(|s| (s.namespace(), s.name_any()));
+    // A bare name resolves in the pod's own namespace (the first entry of its DNS search path,
+    // `<ns>.svc.cluster.local`; Kubernetes docs, "DNS for Services and Pods"). One hosts file
+    // serves every process here, so a bare name is given where it means one Service: in the
+    // `--search-namespace` namespaces first, else wherever the name is unique.
+    let mut bare: HashMap<String, Vec<String>> = HashMap::new();
+    for svc in &services {
+        bare.entry(svc.name_any())
+            .or_default()
+            .push(svc.namespace().unwrap_or_default());
+    }
+    let bare_in = |name: &str, ns: &str| {
+        let nss = bare.get(name).map(Vec::as_slice).unwrap_or_default();
+        match nss.iter().find(|n| args.search_namespace.contains(n)) {
+            Some(n) => n == ns,
+            None => nss.len() == 1,
+        }
+    };
     for svc in services {
         let ns = svc.namespace().unwrap_or_default();
         let name = svc.name_any();
@@ -1051,7 +1217,7 @@ fn desired(args: &Args, stores: &Stores) -> Desired {
             format!("{name}.{ns}.svc"),
             format!("{name}.{ns}.svc.cluster.local"),
         ];
-        if args.search_namespace.contains(&ns) {
+        if bare_in(&name, &ns) {
             names.insert(0, name.clone());
         }
         hosts.push(format!("{ip} {}", names.join(" ")));
@@ -1066,12 +1232,17 @@ fn desired(args: &Args, stores: &Stores) -> Desired {
                 continue;
             };
             let addr = SocketAddr::new(ip, p);
-            let is_gateway = args.gateway_api
-                && ns == args.controller_namespace
+            let is_gateway = ns == args.controller_namespace
                 && svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
             if is_gateway {
-                // Istio's status port is not a listener
-                if p != 15021 {
+                // Istio's status port is not a listener; ingress-nginx's https port would need
+                // the controller's TLS, which is not here (its http port serves the same routes).
+                let serves = if args.gateway_api {
+                    p != 15021
+                } else {
+                    port.name.as_deref() == Some("http") || p == 80
+                };
+                if serves {
                     listeners.insert((addr, Role::Gateway));
                 }
             } else if ns == args.controller_namespace && name == args.admission_service {
@@ -1282,6 +1453,68 @@ mod tests {
     }
 
     #[test]
+    fn a_version_can_fail_from_a_step_on() {
+        let b = behaviour_of_image("gridos:1.1.0-err100-at50");
+        assert_eq!(b.from_weight, 50.0);
+        assert_eq!(behaviour_at(b, 25.0).error_percent, 0.0);
+        assert_eq!(behaviour_at(b, 50.0).error_percent, 100.0);
+        let always = behaviour_of_image("gridos:1.1.0-err3");
+        assert_eq!(behaviour_at(always, 0.0).error_percent, 3.0);
+    }
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn header_and_cookie_rules_route_as_ingress_nginx() {
+        let by_value = CanaryRules {
+            header: Some("X-Canary".into()),
+            header_value: Some("insider".into()),
+            cookie: Some("canary".into()),
+            ..CanaryRules::default()
+        };
+        assert_eq!(by_value.route(&h(&[("x-canary", "insider")])), Some(true));
+        // With a value set, "always" is just another value: ignored, the cookie decides next.
+        assert_eq!(by_value.route(&h(&[("X-Canary", "always")])), None);
+        assert_eq!(
+            by_value.route(&h(&[
+                ("X-Canary", "other"),
+                ("Cookie", "a=1; canary=always")
+            ])),
+            Some(true)
+        );
+        assert_eq!(
+            by_value.route(&h(&[("Cookie", "canary=never")])),
+            Some(false)
+        );
+        assert_eq!(by_value.route(&h(&[("Cookie", "canary=yes")])), None);
+        assert_eq!(by_value.route(&[]), None);
+
+        let plain = CanaryRules {
+            header: Some("X-Canary".into()),
+            ..CanaryRules::default()
+        };
+        assert_eq!(plain.route(&h(&[("X-Canary", "always")])), Some(true));
+        assert_eq!(plain.route(&h(&[("X-Canary", "never")])), Some(false));
+        assert_eq!(plain.route(&h(&[("X-Canary", "insider")])), None);
+
+        let pattern = CanaryRules {
+            header: Some("User-Agent".into()),
+            header_pattern: regex::Regex::new(".*Firefox.*").ok(),
+            ..CanaryRules::default()
+        };
+        assert_eq!(
+            pattern.route(&h(&[("User-Agent", "Mozilla/5.0 Firefox/120")])),
+            Some(true)
+        );
+        assert_eq!(pattern.route(&h(&[("User-Agent", "curl/8")])), None);
+    }
+
+    #[test]
     fn weights_split_exactly() {
         let split = Split {
             namespace: "gridos".into(),
@@ -1300,6 +1533,7 @@ mod tests {
                     weight: 10.0,
                 },
             ],
+            rules: CanaryRules::default(),
         };
         let mut c = HashMap::new();
         let mut got = [0u64; 2];
