@@ -2232,6 +2232,17 @@ mod tests {
         })
     }
 
+    /// For each set of `--set`s on `profile`, no printed command contains `needle`.
+    fn assert_no_command_contains(profile: &str, cases: &[&[&str]], address: &str, needle: &str) {
+        for sets in cases {
+            let g = run(&values(profile, sets), Some(address));
+            assert!(
+                !all_commands(&g).iter().any(|c| c.contains(needle)),
+                "{sets:?}"
+            );
+        }
+    }
+
     fn all_commands(g: &Guidance) -> Vec<&str> {
         g.next_steps
             .iter()
@@ -2783,18 +2794,15 @@ mod tests {
             "--set \"ingressController.realClientIp.trustedCidrs=[$APPGW_SUBNET_PREFIX]\""
         ));
         // Set already, or no nginx: nothing to narrow.
-        for sets in [
-            &["ingressController.realClientIp.trustedCidrs=[10.225.0.0/24]"][..],
-            &["traffic.layer=gateway-api"][..],
-        ] {
-            let g = run(&values("appgw", sets), Some("10.0.0.7"));
-            assert!(
-                !all_commands(&g)
-                    .iter()
-                    .any(|c| c.contains("APPGW_SUBNET_PREFIX")),
-                "{sets:?}"
-            );
-        }
+        assert_no_command_contains(
+            "appgw",
+            &[
+                &["ingressController.realClientIp.trustedCidrs=[10.225.0.0/24]"],
+                &["traffic.layer=gateway-api"],
+            ],
+            "10.0.0.7",
+            "APPGW_SUBNET_PREFIX",
+        );
     }
 
     /// Front Door: nginx learns the service tag's full ranges from `az network list-service-tags` (in
@@ -2850,21 +2858,18 @@ mod tests {
             "Private Link: private ranges"
         );
         // The Gateway API has no nginx to tell; a set trustedCidrs is the user's choice.
-        for sets in [
+        assert_no_command_contains(
+            "frontdoor",
             &[
-                "traffic.layer=gateway-api",
-                "gateway.tls.secretName=app-tls",
-            ][..],
-            &["ingressController.realClientIp.trustedCidrs=[147.243.0.0/16]"][..],
-        ] {
-            let g = run(&values("frontdoor", sets), Some("203.0.113.10"));
-            assert!(
-                !all_commands(&g)
-                    .iter()
-                    .any(|c| c.contains("list-service-tags")),
-                "{sets:?}"
-            );
-        }
+                &[
+                    "traffic.layer=gateway-api",
+                    "gateway.tls.secretName=app-tls",
+                ],
+                &["ingressController.realClientIp.trustedCidrs=[147.243.0.0/16]"],
+            ],
+            "203.0.113.10",
+            "list-service-tags",
+        );
     }
 
     #[test]
